@@ -1,0 +1,42 @@
+"""One round trip to each outside system, used by the platform self-check workflow."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+import stripe
+from prometheus_api_client import PrometheusConnect
+from temporalio import activity
+
+
+@dataclass
+class CheckResult:
+    component: str
+    detail: str
+
+
+class PlatformCheckActivities:
+    """Each method proves one dependency answers for real."""
+
+    def __init__(self, *, pool: asyncpg.Pool, prometheus: PrometheusConnect, stripe_client: stripe.StripeClient):
+        self._pool = pool
+        self._prometheus = prometheus
+        self._stripe = stripe_client
+
+    @activity.defn
+    async def check_postgres(self) -> CheckResult:
+        migrations = await self._pool.fetchval("SELECT count(*) FROM schema_migrations")
+        return CheckResult("postgres", f"{migrations} migrations applied")
+
+    @activity.defn
+    async def check_prometheus(self) -> CheckResult:
+        result = await asyncio.to_thread(self._prometheus.custom_query, "up")
+        up = sum(1 for r in result if r["value"][1] == "1")
+        return CheckResult("prometheus", f"{up}/{len(result)} scrape targets up")
+
+    @activity.defn
+    async def check_stripe(self) -> CheckResult:
+        customers = await self._stripe.v1.customers.list_async({"limit": 1})
+        return CheckResult("stripe", f"reachable ({len(customers.data)} customer listed)")

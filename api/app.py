@@ -1,0 +1,45 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from api import metrics
+from api.errors import error_middleware
+from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
+from api.routes import health
+from tcloud.clients import stripe_client
+from tcloud.db import create_pool
+from tcloud.settings import Settings
+from tcloud.temporal import connect
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_temporal)
+    app.cleanup_ctx.append(_postgres)
+    app.cleanup_ctx.append(_stripe)
+    metrics.install(app)
+    app.add_routes(health.routes)
+    return app
+
+
+async def _temporal(app: web.Application) -> AsyncIterator[None]:
+    app[TEMPORAL] = await connect(app[SETTINGS])
+    yield
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    app[POOL] = await create_pool(app[SETTINGS].postgres_dsn.get_secret_value())
+    yield
+    await app[POOL].close()
+
+
+async def _stripe(app: web.Application) -> AsyncIterator[None]:
+    app[STRIPE] = stripe_client(app[SETTINGS])
+    yield

@@ -1,0 +1,72 @@
+"""Who is calling: a customer (Bearer API key), the operator (Bearer admin token) or nobody."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from api.errors import ApiError
+from api.keys import POOL, SETTINGS
+from tcloud import apikeys
+
+
+@dataclass(frozen=True)
+class Customer:
+    account_id: str
+    key_id: str
+    account_status: str
+
+    def require_writable(self) -> None:
+        """Suspended accounts may read but not create or change resources."""
+        if self.account_status != "active":
+            raise ApiError(403, f"account is {self.account_status}: resources cannot be created or changed")
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def is_operator(request: web.Request) -> bool:
+    expected = request.app[SETTINGS].operator_token
+    token = bearer(request)
+    if expected is None or token is None:
+        return False
+    return hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
+
+
+def require_operator(request: web.Request) -> None:
+    if bearer(request) is None:
+        raise ApiError(401, "missing bearer token")
+    if not is_operator(request):
+        raise ApiError(403, "this route needs the operator token")
+
+
+async def require_customer(request: web.Request) -> Customer:
+    """The account behind the request's API key; 401 for a missing, unknown, revoked or expired key."""
+    token = bearer(request)
+    if token is None:
+        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <api key>'")
+    prefix = apikeys.parse_prefix(token)
+    row = None
+    if prefix is not None:
+        row = await request.app[POOL].fetchrow(
+            """SELECT k.id, k.secret_hash, k.account_id, a.status
+                 FROM api_keys k JOIN accounts a ON a.id = k.account_id
+                WHERE k.prefix = $1 AND k.revoked_at IS NULL
+                  AND (k.expires_at IS NULL OR k.expires_at > now())""",
+            prefix,
+        )
+    if row is None or not apikeys.matches(token, row["secret_hash"]):
+        raise ApiError(401, "invalid API key")
+    await request.app[POOL].execute(
+        """UPDATE api_keys SET last_used_at = now()
+            WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
+        row["id"],
+    )
+    return Customer(account_id=row["account_id"], key_id=row["id"], account_status=row["status"])

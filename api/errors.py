@@ -1,0 +1,74 @@
+"""One middleware turning every failure into JSON ``{"message": ..., "code": ...}`` with the right status."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from pydantic import ValidationError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+log = logging.getLogger("tcloud.api")
+
+
+class ApiError(Exception):
+    """A failure the caller caused or must know about; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str, *, details: object = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def json_error(status: int, message: str, details: object = None) -> web.Response:
+    body: dict[str, object] = {"code": status, "message": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response(body, status=status)
+
+
+_RPC_STATUS = {
+    RPCStatusCode.NOT_FOUND: 404,
+    RPCStatusCode.ALREADY_EXISTS: 409,
+    RPCStatusCode.INVALID_ARGUMENT: 400,
+    RPCStatusCode.FAILED_PRECONDITION: 409,
+    RPCStatusCode.PERMISSION_DENIED: 403,
+    RPCStatusCode.RESOURCE_EXHAUSTED: 429,
+    RPCStatusCode.UNAVAILABLE: 503,
+    RPCStatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return json_error(err.status, err.message, err.details)
+    except ValidationError as err:
+        details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors(include_url=False)]
+        return json_error(400, "request body is invalid", details)
+    except json.JSONDecodeError:
+        return json_error(400, "request body is not valid JSON")
+    except WorkflowAlreadyStartedError:
+        return json_error(409, "the operation is already running")
+    except RPCError as err:
+        status = _RPC_STATUS.get(err.status, 502)
+        if status >= 500:
+            log.warning("temporal error on %s %s: %s", request.method, request.path, err)
+            return json_error(status, "the workflow service is unavailable, try again")
+        return json_error(status, err.message)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return json_error(err.status, err.reason if err.text is None or err.text.startswith(str(err.status))
+                          else err.text)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error")

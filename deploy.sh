@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One-command deployment of the tcloud platform.
+#   ./deploy.sh local             bring the whole platform up on this machine (no Docker)
+#   ./deploy.sh status            check every component over its real endpoint (non-zero if any is down)
+#   ./deploy.sh stop              stop every local component (data is kept)
+#   ./deploy.sh restore [ID|latest]  restore the platform database from a backup
+#   ./deploy.sh oke               deploy to Oracle Kubernetes Engine (Terraform + Helm)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+VENV="${TCLOUD_VENV:-.venv}"
+PY="$VENV/bin/python"
+export TCLOUD_STATE_DIR="${TCLOUD_STATE_DIR:-$PWD/.state}"
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root for: $*"
+  fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* with your system's package manager, then re-run"
+  if [ ! -f /tmp/.tcloud-apt-updated ]; then as_root apt-get update -qq && touch /tmp/.tcloud-apt-updated; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_python() {
+  if [ ! -x "$PY" ]; then
+    log "creating virtualenv $VENV"
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+  fi
+  if [ ! -f "$VENV/.tcloud-installed" ] || [ pyproject.toml -nt "$VENV/.tcloud-installed" ]; then
+    log "installing the project into $VENV"
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -e '.[dev]'
+    touch "$VENV/.tcloud-installed"
+  fi
+}
+
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1; then
+    log "installing Debian's prometheus"
+    apt_install prometheus
+    # Debian's package starts its own service on :9090 where systemd runs; ours replaces it.
+    if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  fi
+}
+
+cmd="${1:-}"
+case "$cmd" in
+  local)
+    ensure_python
+    ensure_prometheus
+    "$PY" -m tcloud.local.cli up
+    ;;
+  status)
+    [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
+    if [ "${TCLOUD_TARGET:-local}" = oke ]; then exec bash infra/oke-status.sh; fi
+    "$PY" -m tcloud.local.cli status
+    ;;
+  stop)
+    [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
+    "$PY" -m tcloud.local.cli stop
+    ;;
+  restore)
+    [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
+    shift
+    "$PY" -m tcloud.local.restore "$@"
+    ;;
+  oke)
+    shift
+    exec bash infra/deploy-oke.sh "$@"
+    ;;
+  *)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    [ -z "$cmd" ] || exit 2
+    ;;
+esac

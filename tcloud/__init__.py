@@ -1,0 +1,1 @@
+"""Shared settings, types and pricing for the tcloud control plane."""

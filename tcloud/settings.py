@@ -1,0 +1,76 @@
+"""One settings object for every process, read from ``TCLOUD_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Platform configuration. Secrets are ``SecretStr`` so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="TCLOUD_", extra="ignore")
+
+    state_dir: Path = Path(".state")
+
+    # Temporal: where the platform's own workflows run. The control namespace is never billed to a tenant.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_ui_url: str = "http://127.0.0.1:8080"
+    control_namespace: str = "tcloud-system"
+    task_queue: str = "tcloud-control"
+
+    # Postgres: any DSN; the local platform writes the embedded server's DSN here.
+    postgres_dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/tcloud")
+
+    # Prometheus and the label that carries the namespace on the server's `action` counter
+    # (`namespace` on a plain scrape, `exported_namespace` under the Prometheus operator).
+    prometheus_url: str = "http://127.0.0.1:9090"
+    prometheus_namespace_label: str = "namespace"
+
+    # Stripe: localstripe locally, real Stripe when a live/test key and the real base are configured.
+    stripe_api_base: str = "http://127.0.0.1:8420"
+    stripe_api_key: SecretStr = SecretStr("sk_test_localstripe")
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_localstripe")
+
+    # Backups.
+    backup_store: Literal["filesystem", "oci"] = "filesystem"
+    backup_dir: Path | None = None
+    backup_retention_days: int = 7
+    oci_auth: Literal["config_file", "instance_principal"] = "config_file"
+    oci_config_file: Path = Path("~/.oci/config")
+    oci_profile: str = "DEFAULT"
+    oci_region: str | None = None
+    oci_namespace: str | None = None
+    oci_bucket: str = "tcloud-backups"
+    oci_endpoint: str | None = None
+
+    # API and portal.
+    api_host: str = "127.0.0.1"
+    api_port: int = 3000
+    operator_token: SecretStr | None = None
+    signup_enabled: bool = False
+    jwt_private_key_file: Path | None = None
+    jwt_ttl_seconds: int = 3600
+
+    # Fixed ports of the local platform's Temporal dev server (deploy.sh local).
+    local_temporal_http_port: int = 7243
+    local_temporal_metrics_port: int = 9235
+
+    # Worker.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9464
+
+    @property
+    def backup_path(self) -> Path:
+        """Directory of the filesystem backup store."""
+        return self.backup_dir or self.state_dir / "backups"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,197 @@
+"""Fixtures that start the real parts: Temporal dev server, embedded PostgreSQL, Prometheus, localstripe."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import stripe
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from tcloud.clients import stripe_client
+from tcloud.db import create_pool
+from tcloud.local import procs
+from tcloud.settings import Settings
+from tcloud.temporal import DATA_CONVERTER, connect
+from tests import harness
+from workers.main import run_worker
+
+CONTROL_NAMESPACE = "tcloud-system"
+OPERATOR_TOKEN = "test-operator-token-" + secrets.token_hex(8)
+WORKER_METRICS_PORT = procs.free_port()
+
+
+@pytest.fixture(scope="session")
+def platform_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("platform")
+
+
+@pytest.fixture(scope="session")
+def postgres(platform_root: Path) -> Iterator[harness.Postgres]:
+    pg = harness.Postgres(platform_root / "pg")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(platform_root: Path) -> Iterator[harness.TemporalServer]:
+    root = platform_root / "temporal"
+    root.mkdir()
+    server = harness.TemporalServer(root, namespaces=(CONTROL_NAMESPACE,))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def localstripe(platform_root: Path) -> Iterator[harness.LocalStripe]:
+    root = platform_root / "localstripe"
+    root.mkdir()
+    fake = harness.LocalStripe(root)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(platform_root: Path, temporal_server: harness.TemporalServer) -> Iterator[harness.Prometheus]:
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus binary absent (Debian: apt-get install prometheus; CI installs it)")
+    root = platform_root / "prometheus"
+    root.mkdir()
+    prom = harness.Prometheus(root, {
+        "temporal": [f"127.0.0.1:{temporal_server.ports.metrics}"],
+        "tcloud-worker": [f"127.0.0.1:{WORKER_METRICS_PORT}"],
+    })
+    prom.start()
+    yield prom
+    prom.stop()
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Runtime:
+    """One SDK runtime for the session; its metrics are scraped as the worker's."""
+    bind = f"127.0.0.1:{WORKER_METRICS_PORT}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+
+
+def _database_name(module: str) -> str:
+    return "t_" + re.sub(r"[^a-z0-9]", "_", module.lower())[-40:] + "_" + secrets.token_hex(3)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def database_dsn(request: pytest.FixtureRequest, postgres: harness.Postgres) -> AsyncIterator[str]:
+    """A clean, migrated database for each test module."""
+    name = _database_name(request.module.__name__)
+    conn = await asyncpg.connect(postgres.server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield postgres.dsn(name)
+    conn = await asyncpg.connect(postgres.server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def settings(request: pytest.FixtureRequest, database_dsn: str, temporal_server: harness.TemporalServer,
+             localstripe: harness.LocalStripe, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings pointing at this session's real parts and this module's database."""
+    try:
+        prometheus_url = request.getfixturevalue("prometheus").url
+    except pytest.skip.Exception:
+        prometheus_url = "http://127.0.0.1:9"  # nothing listens; tests needing it request `prometheus`
+    state = tmp_path_factory.mktemp("state")
+    return Settings(
+        state_dir=state,
+        temporal_address=temporal_server.address,
+        temporal_ui_url=f"http://127.0.0.1:{temporal_server.ports.ui}",
+        control_namespace=CONTROL_NAMESPACE,
+        task_queue="tcloud-test-" + secrets.token_hex(3),
+        postgres_dsn=SecretStr(database_dsn),
+        prometheus_url=prometheus_url,
+        stripe_api_base=localstripe.url,
+        operator_token=SecretStr(OPERATOR_TOKEN),
+        backup_dir=state / "backups",
+        worker_metrics_port=WORKER_METRICS_PORT,
+    )
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(settings.postgres_dsn.get_secret_value())
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_client(temporal_server: harness.TemporalServer) -> Client:
+    return await Client.connect(temporal_server.address, namespace=CONTROL_NAMESPACE, data_converter=DATA_CONVERTER)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def worker(settings: Settings, runtime: Runtime) -> AsyncIterator[None]:
+    """The real control-plane worker, in this process, on this module's task queue and database."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop=stop, runtime=runtime))
+    # Ready once its schema is migrated and it polls; a failing start surfaces here.
+    client = await connect(settings)
+    for _ in range(200):
+        if task.done():
+            task.result()
+        info = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(namespace=settings.control_namespace,
+                                     task_queue=TaskQueue(name=settings.task_queue))
+        )
+        if info.pollers:
+            break
+        await asyncio.sleep(0.1)
+    yield
+    stop.set()
+    await task
+
+
+@pytest_asyncio.fixture(scope="module")
+async def api(settings: Settings) -> AsyncIterator[TestClient]:
+    """The API application over a real socket, with the real Temporal client and pool."""
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def operator_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def stripe_api(localstripe: harness.LocalStripe) -> stripe.StripeClient:
+    return stripe_client(Settings(stripe_api_base=localstripe.url))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    path = shutil.which("temporal-test-server") or str(procs.BIN_DIR / "temporal-test-server")
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path,
+                                                        data_converter=DATA_CONVERTER)
+    yield env
+    await env.shutdown()

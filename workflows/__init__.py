@@ -1,0 +1,1 @@
+"""Workflows: deterministic orchestration of the platform's cycles; no I/O here."""
