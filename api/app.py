@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from api import metrics
 from api.errors import error_middleware
 from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
-from api.routes import health
+from api.routes import accounts, apikeys, backups, billing, health, namespaces, portal, usage, webhooks
 from tcloud.clients import stripe_client
 from tcloud.db import create_pool
 from tcloud.settings import Settings
@@ -25,7 +26,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
-    app.add_routes(health.routes)
+    for module in (health, accounts, apikeys, namespaces, usage, billing, webhooks, backups, portal):
+        app.add_routes(module.routes)
     return app
 
 
@@ -41,5 +43,6 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stripe(app: web.Application) -> AsyncIterator[None]:
-    app[STRIPE] = stripe_client(app[SETTINGS])
-    yield
+    async with aiohttp.ClientSession() as session:
+        app[STRIPE] = stripe_client(app[SETTINGS], session)
+        yield

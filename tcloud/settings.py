@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     local_temporal_http_port: int = 7243
     local_temporal_metrics_port: int = 9235
 
+    # Schedules (hourly usage, monthly billing, daily backups); tests turn them off or give them a prefix.
+    schedules_enabled: bool = True
+    schedule_prefix: str = ""
+
     # Worker.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9464

@@ -9,6 +9,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -132,6 +133,7 @@ def settings(request: pytest.FixtureRequest, database_dsn: str, temporal_server:
         operator_token=SecretStr(OPERATOR_TOKEN),
         backup_dir=state / "backups",
         worker_metrics_port=WORKER_METRICS_PORT,
+        schedules_enabled=False,  # a test that wants them builds settings with its own schedule_prefix
     )
 
 
@@ -183,9 +185,10 @@ def operator_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
-@pytest.fixture(scope="session")
-def stripe_api(localstripe: harness.LocalStripe) -> stripe.StripeClient:
-    return stripe_client(Settings(stripe_api_base=localstripe.url))
+@pytest_asyncio.fixture(scope="session")
+async def stripe_api(localstripe: harness.LocalStripe) -> AsyncIterator[stripe.StripeClient]:
+    async with aiohttp.ClientSession() as session:
+        yield stripe_client(Settings(stripe_api_base=localstripe.url), session)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+import aiohttp
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
@@ -28,9 +29,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None,
     await ensure_namespace(client, settings.control_namespace, retention_days=30,
                            description="tcloud control plane (never billed)")
     pool = await create_pool(settings.postgres_dsn.get_secret_value())
+    session = aiohttp.ClientSession()
     try:
         clients = registry.Clients(settings=settings, pool=pool, temporal=client,
-                                   stripe=stripe_client(settings), prometheus=prometheus_client(settings))
+                                   stripe=stripe_client(settings, session), prometheus=prometheus_client(settings))
         await registry.ensure_schedules(clients)
         worker = Worker(
             client,
@@ -43,6 +45,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None,
         async with worker:
             await (stop.wait() if stop else asyncio.Event().wait())
     finally:
+        await session.close()
         await pool.close()
 
 
