@@ -41,6 +41,15 @@ ensure_python() {
   fi
 }
 
+ensure_frontend() {
+  # The portal's charting library comes from the npm registry at set-up time (package-lock.json pins it).
+  command -v npm >/dev/null 2>&1 || { log "installing Node.js and npm"; apt_install nodejs npm; }
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+    log "installing front-end packages (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}
+
 ensure_prometheus() {
   if ! command -v prometheus >/dev/null 2>&1; then
     log "installing Debian's prometheus"
@@ -54,6 +63,7 @@ cmd="${1:-}"
 case "$cmd" in
   local)
     ensure_python
+    ensure_frontend
     ensure_prometheus
     "$PY" -m tcloud.local.cli up
     ;;
