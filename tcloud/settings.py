@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     backup_store: Literal["filesystem", "oci"] = "filesystem"
     backup_dir: Path | None = None
     backup_retention_days: int = 7
+    # More databases to dump beside the platform's, label -> DSN (production: Temporal's persistence and
+    # visibility), e.g. TCLOUD_BACKUP_EXTRA_DSNS='{"temporal": "postgresql://..."}'.
+    backup_extra_dsns: dict[str, SecretStr] = {}
     oci_auth: Literal["config_file", "instance_principal"] = "config_file"
     oci_config_file: Path = Path("~/.oci/config")
     oci_profile: str = "DEFAULT"
