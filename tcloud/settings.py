@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # (`namespace` on a plain scrape, `exported_namespace` under the Prometheus operator).
     prometheus_url: str = "http://127.0.0.1:9090"
     prometheus_namespace_label: str = "namespace"
+    # How far back metering looks for a series' last value before an hour (set to Prometheus' retention).
+    usage_baseline_lookback: str = "15d"
 
     # Stripe: localstripe locally, real Stripe when a live/test key and the real base are configured.
     stripe_api_base: str = "http://127.0.0.1:8420"

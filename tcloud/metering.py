@@ -1,0 +1,195 @@
+"""Pure metering rules: exact counter deltas from raw samples, billable actions, label mapping, storage.
+
+Nothing here does I/O; the activities in ``activities/usage.py`` feed it what Prometheus and Temporal answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+HOUR = timedelta(hours=1)
+GB = 10**9  # bytes: storage is priced per decimal gigabyte-hour
+
+COLLECTORS = ("actions", "storage")
+
+# A series is identified by all its labels but the metric name.
+SeriesKey = frozenset[tuple[str, str]]
+# (unix seconds, counter value) as Prometheus returns them.
+Sample = tuple[float, int]
+
+
+class MeteringError(ValueError):
+    """Input the metering rules cannot turn into a trustworthy figure."""
+
+
+def floor_hour(moment: datetime) -> datetime:
+    """The UTC hour containing ``moment`` (naive datetimes are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_id(hour: datetime) -> str:
+    """The readable id of an hour, as used in workflow ids: ``2026-11-25T13:00Z``."""
+    return floor_hour(hour).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def hours_between(start: datetime, end: datetime) -> list[datetime]:
+    """Every hour ``h`` with ``start <= h < end`` (both floored to the hour)."""
+    out, h, stop = [], floor_hour(start), floor_hour(end)
+    while h < stop:
+        out.append(h)
+        h += HOUR
+    return out
+
+
+def sanitize_label_value(namespace: str) -> str:
+    """How Temporal's Prometheus reporter spells a namespace in a label value (``-`` and ``.`` become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", namespace)
+
+
+def namespace_label_map(namespaces: Iterable[str]) -> dict[str, str]:
+    """Map each sanitized label value back to the namespace it came from.
+
+    Raises:
+        MeteringError: if two namespaces sanitize to the same label value, since their usage could not be told
+            apart (account ids have no ``-`` precisely so that provisioning can prevent this).
+    """
+    out: dict[str, str] = {}
+    for ns in namespaces:
+        label = sanitize_label_value(ns)
+        if label in out and out[label] != ns:
+            raise MeteringError(f"namespaces {out[label]!r} and {ns!r} share the metrics label {label!r}")
+        out[label] = ns
+    return out
+
+
+def is_billable_action_type(action_type: str) -> bool:
+    """Temporal Cloud's rule for the server's ``action`` counter.
+
+    Every action type the server emits is one billable action, except the per-marker ``command_RecordMarker*``
+    series: the server also emits ``command_BatchMarkers`` once per workflow task completion that carries markers
+    (local activities, side effects, version markers), and Cloud bills that batch as one action. A child workflow
+    emits both ``command_StartChildWorkflowExecution`` and ``..._Extra`` because Cloud bills it as two.
+    """
+    return bool(action_type) and not action_type.startswith("command_RecordMarker")
+
+
+def parse_counter_value(raw: str) -> int:
+    """An exact integer from a Prometheus sample value (counters of events are whole numbers).
+
+    Raises:
+        MeteringError: for a value that is not a finite whole number.
+    """
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as err:
+        raise MeteringError(f"counter value {raw!r} is not a number") from err
+    if not value.is_finite() or value != value.to_integral_value() or value < 0:
+        raise MeteringError(f"counter value {raw!r} is not a whole non-negative number")
+    return int(value)
+
+
+def series_key(labels: Mapping[str, str]) -> SeriesKey:
+    """The identity of a series: its labels without ``__name__``."""
+    return frozenset((k, v) for k, v in labels.items() if k != "__name__")
+
+
+def counter_delta(baseline: int | None, samples: Iterable[Sample]) -> int:
+    """The exact number of events a counter observed over ``samples``.
+
+    Args:
+        baseline: the series' last value before the window, or None if the series had no earlier sample (a new
+            series starts from zero, so its first value counts in full).
+        samples: the raw samples inside the window, in time order.
+
+    Returns:
+        The sum of the increments between consecutive samples; a drop is a counter reset (process restart), after
+        which the new value is what was counted since the restart. Never negative.
+    """
+    total = 0
+    prev = baseline
+    for _, value in samples:
+        if prev is None or value < prev:
+            total += value
+        else:
+            total += value - prev
+        prev = value
+    return total
+
+
+@dataclass(frozen=True)
+class WindowSeries:
+    """One series of the ``action`` counter as seen in one window."""
+
+    labels: Mapping[str, str]
+    samples: list[Sample]
+
+
+def action_deltas(
+    window: Iterable[WindowSeries], baselines: Mapping[SeriesKey, int], *, namespace_label: str
+) -> dict[str, dict[str, int]]:
+    """Billable action counts per sanitized namespace label and action type over one window.
+
+    Args:
+        window: every series with its raw samples inside the window.
+        baselines: each series' last value before the window; a series absent here is new.
+        namespace_label: the label carrying the namespace.
+
+    Returns:
+        ``{label value: {action_type: count}}``, only for billable types with a positive count.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for series in window:
+        action_type = series.labels.get("action_type", "")
+        ns_label = series.labels.get(namespace_label)
+        if ns_label is None or not is_billable_action_type(action_type):
+            continue
+        delta = counter_delta(baselines.get(series_key(series.labels)), sorted(series.samples))
+        if delta:
+            per_type = out.setdefault(ns_label, {})
+            per_type[action_type] = per_type.get(action_type, 0) + delta
+    return out
+
+
+def overlap_seconds(start: datetime, end: datetime | None, window_start: datetime, window_end: datetime) -> float:
+    """Seconds of ``[start, end)`` inside ``[window_start, window_end)``; ``end`` None means still going."""
+    lo = max(start, window_start)
+    hi = window_end if end is None else min(end, window_end)
+    return max(0.0, (hi - lo).total_seconds())
+
+
+@dataclass(frozen=True)
+class ExecutionStorage:
+    """What visibility says about one workflow execution's storage."""
+
+    start_time: datetime
+    close_time: datetime | None
+    history_size_bytes: int
+
+
+def storage_byte_hours(executions: Iterable[ExecutionStorage], hour: datetime,
+                       retention: timedelta) -> tuple[int, int]:
+    """Active and retained storage of one namespace in one hour, in whole byte-hours.
+
+    An execution's history is active storage while it is open and retained storage from its close until the
+    namespace's retention removes it; each counts for the part of the hour it spent in that state.
+
+    Returns:
+        ``(active, retained)`` byte-hours, each rounded once (half up) after summing exactly.
+    """
+    end = hour + HOUR
+    active = Decimal(0)
+    retained = Decimal(0)
+    for ex in executions:
+        size = Decimal(ex.history_size_bytes)
+        active += size * Decimal(str(overlap_seconds(ex.start_time, ex.close_time, hour, end)))
+        if ex.close_time is not None:
+            retained += size * Decimal(str(overlap_seconds(ex.close_time, ex.close_time + retention, hour, end)))
+    seconds = Decimal(3600)
+    return (int((active / seconds).to_integral_value(ROUND_HALF_UP)),
+            int((retained / seconds).to_integral_value(ROUND_HALF_UP)))
