@@ -1,0 +1,87 @@
+"""Usage collection workflows: the hourly catch-up run the Schedule starts, and one hour of one collector.
+
+``UsageHourlyWorkflow`` collects every hour each collector still owes since its watermark, so hours missed
+while the worker, Temporal or Prometheus was down are collected by the next run, each exactly once
+(``usage/<collector>/<hour>`` children; an hour already collected is left untouched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.usage import CollectHourInput, CollectHourOutput, PendingHoursInput, UsageActivities
+    from tcloud.metering import COLLECTORS, floor_hour, hour_id
+
+_COLLECT_TIMEOUT = timedelta(minutes=10)
+# Prometheus or Temporal may be down for hours: keep retrying, at most a minute apart.
+_COLLECT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+def collect_workflow_id(collector: str, hour: datetime) -> str:
+    """``usage/actions/2026-11-25T13:00Z``: the readable id of one hour's collection."""
+    return f"usage/{collector}/{hour_id(hour)}"
+
+
+@dataclass
+class UsageHourlyInput:
+    """``through`` (exclusive) defaults to the start of the current hour: every closed hour is owed."""
+
+    through: datetime | None = None
+    max_hours: int = 168
+
+
+@dataclass
+class UsageHourlyOutput:
+    collected: dict[str, list[datetime]] = field(default_factory=dict)
+    skipped: dict[str, list[datetime]] = field(default_factory=dict)  # being collected by another run
+
+
+@workflow.defn
+class UsageCollectHourWorkflow:
+    """One collector, one hour."""
+
+    @workflow.run
+    async def run(self, params: CollectHourInput) -> CollectHourOutput:
+        methods = {"actions": UsageActivities.collect_actions_hour, "storage": UsageActivities.collect_storage_hour}
+        if params.collector not in methods:
+            raise ApplicationError(f"unknown collector {params.collector!r}", non_retryable=True)
+        return await workflow.execute_activity_method(
+            methods[params.collector], params, start_to_close_timeout=_COLLECT_TIMEOUT,
+            heartbeat_timeout=timedelta(minutes=2), retry_policy=_COLLECT_RETRY,
+        )
+
+
+@workflow.defn
+class UsageHourlyWorkflow:
+    """Collect every hour each collector owes, oldest first; continue as new past ``max_hours``."""
+
+    @workflow.run
+    async def run(self, params: UsageHourlyInput) -> UsageHourlyOutput:
+        through = floor_hour(params.through or workflow.now())
+        out = UsageHourlyOutput()
+        more = False
+        for collector in COLLECTORS:
+            pending = await workflow.execute_activity_method(
+                UsageActivities.pending_hours, PendingHoursInput(collector, through, params.max_hours),
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            more = more or pending.more
+            for hour in pending.hours:
+                try:
+                    await workflow.execute_child_workflow(
+                        UsageCollectHourWorkflow.run, CollectHourInput(collector, hour),
+                        id=collect_workflow_id(collector, hour),
+                    )
+                except WorkflowAlreadyStartedError:
+                    out.skipped.setdefault(collector, []).append(hour)
+                    continue
+                out.collected.setdefault(collector, []).append(hour)
+        if more:
+            workflow.continue_as_new(UsageHourlyInput(through=through, max_hours=params.max_hours))
+        return out
