@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     schedules_enabled: bool = True
     schedule_prefix: str = ""
 
+    # Billing: hours to wait after a month ends for late usage, invoice workflows at once, dunning.
+    billing_grace_hours: int = 6
+    billing_max_concurrent: int = 50
+    billing_retry_after_hours: list[int] = [72, 120, 168, 336]
+    billing_suspend_after_hours: int = 240
+
     # Worker.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9464
