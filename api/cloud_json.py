@@ -1,0 +1,34 @@
+"""Cloud Ops API JSON: protobuf messages of ``temporalio.api.cloud`` read and written with protobuf's JSON mapping."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict, Parse, ParseError
+from google.protobuf.message import Message
+
+from api.bodies import json_object
+from api.errors import ApiError
+
+M = TypeVar("M", bound=Message)
+
+
+async def parse_message(request: web.Request, message_type: type[M]) -> M:
+    """The request body as ``message_type``; unknown fields and wrong types answer 400 with the parser's reason."""
+    await json_object(request)  # content type, JSON syntax and "is an object", with the API's usual messages
+    try:
+        return Parse(await request.text(), message_type(), ignore_unknown_fields=False)
+    except ParseError as err:
+        raise ApiError(400, f"request body is invalid: {err}") from err
+
+
+def message_response(message: Message, *, status: int = 200) -> web.Response:
+    """``message`` in protobuf's JSON mapping (camelCase names, enums as names, Timestamps as RFC 3339)."""
+    return web.json_response(MessageToDict(message), status=status)
+
+
+def proto_schema(full_name: str) -> dict[str, object]:
+    """An OpenAPI schema that names the Cloud Ops message a body or answer carries."""
+    return {"type": "object", "description": f"{full_name} in protobuf's JSON mapping (Temporal Cloud Ops API)",
+            "externalDocs": {"url": "https://github.com/temporalio/api-cloud"}}

@@ -1,0 +1,151 @@
+"""Namespace provisioning, update and deletion as workflows, one per change of a namespace.
+
+Ids: ``namespace/<namespace>/create``, ``namespace/<namespace>/update/<resource version>``,
+``namespace/<namespace>/delete``. The API reserved the row (quota and name checked under a lock on the
+account) before starting one; a workflow failure leaves the row in a state the customer can act on and
+fails with the reason, which ``GET /cloud/operations/{id}`` reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.namespaces import (
+        ActivateInput,
+        FailInput,
+        NamespaceActivities,
+        NamespaceRef,
+        RegisterInput,
+        RetentionInput,
+    )
+
+_DB = timedelta(seconds=30)
+_SERVER = timedelta(minutes=2)
+_HEARTBEAT = timedelta(seconds=20)
+_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+
+
+@dataclass
+class CreateNamespaceInput:
+    namespace: str
+    account_id: str
+    retention_days: int
+    owner_email: str
+
+
+@dataclass
+class UpdateNamespaceInput:
+    namespace: str
+    retention_days: int
+    resource_version: int
+
+
+@dataclass
+class DeleteNamespaceInput:
+    namespace: str
+
+
+@dataclass
+class NamespaceOperationOutput:
+    namespace: str
+    state: str
+
+
+def create_workflow_id(namespace: str) -> str:
+    return f"namespace/{namespace}/create"
+
+
+def update_workflow_id(namespace: str, resource_version: int) -> str:
+    return f"namespace/{namespace}/update/{resource_version}"
+
+
+def delete_workflow_id(namespace: str) -> str:
+    return f"namespace/{namespace}/delete"
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+
+
+@workflow.defn
+class CreateNamespaceWorkflow:
+    """Registers the namespace on the server, waits until it answers, records it active and owned."""
+
+    @workflow.run
+    async def run(self, params: CreateNamespaceInput) -> NamespaceOperationOutput:
+        try:
+            await workflow.execute_activity_method(
+                NamespaceActivities.register_namespace,
+                RegisterInput(params.namespace, params.account_id, params.retention_days, params.owner_email),
+                start_to_close_timeout=_SERVER, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
+            )
+            await workflow.execute_activity_method(
+                NamespaceActivities.mark_namespace_active, ActivateInput(params.namespace, params.account_id),
+                start_to_close_timeout=_DB, retry_policy=_RETRY,
+            )
+        except ActivityError as err:
+            reason = _reason(err)
+            await workflow.execute_activity_method(
+                NamespaceActivities.mark_namespace_failed, FailInput(params.namespace, "failed", reason),
+                start_to_close_timeout=_DB, retry_policy=_RETRY,
+            )
+            raise ApplicationError(reason, non_retryable=True) from err
+        return NamespaceOperationOutput(params.namespace, "active")
+
+
+@workflow.defn
+class UpdateNamespaceWorkflow:
+    """Changes the namespace's retention on the server, then records it."""
+
+    @workflow.run
+    async def run(self, params: UpdateNamespaceInput) -> NamespaceOperationOutput:
+        retention = RetentionInput(params.namespace, params.retention_days)
+        try:
+            await workflow.execute_activity_method(
+                NamespaceActivities.set_retention, retention,
+                start_to_close_timeout=_SERVER, retry_policy=_RETRY,
+            )
+            await workflow.execute_activity_method(
+                NamespaceActivities.mark_namespace_updated, retention,
+                start_to_close_timeout=_DB, retry_policy=_RETRY,
+            )
+        except ActivityError as err:
+            reason = _reason(err)
+            await workflow.execute_activity_method(
+                NamespaceActivities.mark_namespace_failed, FailInput(params.namespace, "active", reason),
+                start_to_close_timeout=_DB, retry_policy=_RETRY,
+            )
+            raise ApplicationError(reason, non_retryable=True) from err
+        return NamespaceOperationOutput(params.namespace, "active")
+
+
+@workflow.defn
+class DeleteNamespaceWorkflow:
+    """Deletes the namespace from the server, then records it deleted and closes its ownership."""
+
+    @workflow.run
+    async def run(self, params: DeleteNamespaceInput) -> NamespaceOperationOutput:
+        ref = NamespaceRef(params.namespace)
+        try:
+            await workflow.execute_activity_method(
+                NamespaceActivities.delete_from_server, ref,
+                start_to_close_timeout=_SERVER, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
+            )
+            await workflow.execute_activity_method(
+                NamespaceActivities.mark_namespace_deleted, ref, start_to_close_timeout=_DB, retry_policy=_RETRY,
+            )
+        except ActivityError as err:
+            reason = _reason(err)
+            await workflow.execute_activity_method(
+                NamespaceActivities.mark_namespace_failed, FailInput(params.namespace, "active", reason),
+                start_to_close_timeout=_DB, retry_policy=_RETRY,
+            )
+            raise ApplicationError(reason, non_retryable=True) from err
+        return NamespaceOperationOutput(params.namespace, "deleted")
