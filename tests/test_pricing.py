@@ -155,7 +155,8 @@ def test_period_helpers() -> None:
 def test_bad_price_books_are_refused() -> None:
     good = (price_books()[0], )
     assert good
-    text = """version="x"\neffective_from=2024-01-01\n[actions]\ntiers=[{up_to=10, per_million=1},{up_to=5, per_million=1},{per_million=1}]
+    text = """version="x"\neffective_from=2024-01-01\n[actions]
+tiers=[{up_to=10, per_million=1},{up_to=5, per_million=1},{per_million=1}]
 [storage]\nactive_per_gb_hour=1\nretained_per_gb_hour=1\n[plans.payg]\nmonthly_minimum=0\nincluded_actions=0
 included_active_gb=0\nincluded_retained_gb=0\n"""
     with pytest.raises(ValueError):
