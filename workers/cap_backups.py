@@ -1,21 +1,66 @@
-"""Registration of the backups capability: its workflows, activities and schedules."""
+"""Registration of the backups capability: its workflows, activities and the daily schedule."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from temporalio.client import (
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from activities.backup import BackupActivities
+from workflows.backup import BackupInput, BackupWorkflow, RestoreWorkflow
+
 if TYPE_CHECKING:
     from workers.registry import Clients
 
+BACKUP_HOUR_UTC = 3
+
+
+def schedule_id(prefix: str) -> str:
+    return f"{prefix}backup-daily"
+
 
 def workflows() -> list[type]:
-    return []
+    return [BackupWorkflow, RestoreWorkflow]
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
-    return []
+    acts = BackupActivities(settings=c.settings, pool=c.pool)
+    return [acts.backup_targets, acts.dump_database, acts.record_backup, acts.prune_backups,
+            acts.inspect_restore, acts.restore_database]
+
+
+def daily_schedule(task_queue: str, prefix: str) -> Schedule:
+    """Every day at 03:00 UTC; a run still going when the next is due makes the next one skip."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(BackupWorkflow.run, BackupInput(), id=f"{prefix}backup/daily",
+                                           task_queue=task_queue),
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(BACKUP_HOUR_UTC)],
+                                                          minute=[ScheduleRange(0)], second=[ScheduleRange(0)])]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
 
 
 async def ensure_schedules(c: Clients) -> None:
-    """Create or update this capability's Temporal Schedules (idempotent)."""
+    """Create the daily backup schedule, or bring an existing one up to date (idempotent)."""
+    wanted = daily_schedule(c.settings.task_queue, c.settings.schedule_prefix)
+    sid = schedule_id(c.settings.schedule_prefix)
+    try:
+        await c.temporal.create_schedule(sid, wanted)
+    except ScheduleAlreadyRunningError:
+
+        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=wanted)
+
+        await c.temporal.get_schedule_handle(sid).update(update)
