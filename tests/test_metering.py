@@ -1,0 +1,122 @@
+"""Unit tests of the pure metering rules (no I/O): counter deltas, billable actions, labels, storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from tcloud import metering
+from tcloud.metering import ExecutionStorage, WindowSeries
+
+H = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def test_delta_from_baseline_counts_increments_only() -> None:
+    assert metering.counter_delta(10, [(1, 10), (2, 13), (3, 13), (4, 20)]) == 10
+
+
+def test_new_series_counts_from_zero() -> None:
+    assert metering.counter_delta(None, [(1, 4), (2, 6)]) == 6
+
+
+def test_reset_counts_what_the_restarted_process_saw() -> None:
+    # 100 -> 105 (5), restart, 3 (3 since restart), 7 (4): 12, never negative.
+    assert metering.counter_delta(100, [(1, 105), (2, 3), (3, 7)]) == 12
+
+
+def test_no_samples_in_window_is_zero() -> None:
+    assert metering.counter_delta(50, []) == 0
+
+
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=8), min_size=1,
+                max_size=5))
+def test_splitting_a_run_of_processes_across_windows_loses_and_doubles_nothing(runs: list[list[int]]) -> None:
+    """Each inner list is the increments seen by one server process; the counter restarts from 0 between them."""
+    samples: list[tuple[float, int]] = []
+    t = 0
+    for previous, increments in zip([None, *runs], runs, strict=False):
+        # A restart is visible only as a drop: the new process's first value below the old one's last.
+        assume(previous is None or increments[0] < sum(previous))
+        value = 0
+        for inc in increments:
+            value += inc
+            t += 1
+            samples.append((t, value))
+    truth = sum(sum(r) for r in runs)
+    whole = metering.counter_delta(None, samples)
+    assert whole == truth
+    # Any split point: window 1 + window 2 (baseline = last value of window 1) gives the same total.
+    for cut in range(len(samples) + 1):
+        first, second = samples[:cut], samples[cut:]
+        baseline = first[-1][1] if first else None
+        assert metering.counter_delta(None, first) + metering.counter_delta(baseline, second) == truth
+
+
+def test_billable_types_follow_cloud_rules() -> None:
+    assert metering.is_billable_action_type("command_BatchMarkers")
+    assert not metering.is_billable_action_type("command_RecordMarker")
+    assert not metering.is_billable_action_type("command_RecordMarker_LocalActivity")
+    for kind in ("grpc_StartWorkflowExecution", "command_ScheduleActivityTask", "command_StartTimer",
+                 "grpc_SignalWorkflowExecution", "command_StartChildWorkflowExecution",
+                 "command_StartChildWorkflowExecution_Extra", "activity_retry", "grpc_RecordActivityTaskHeartbeat"):
+        assert metering.is_billable_action_type(kind), kind
+    assert not metering.is_billable_action_type("")
+
+
+def test_action_deltas_group_by_namespace_label_and_skip_record_marker() -> None:
+    def series(ns: str, kind: str, svc: str, samples: list[tuple[float, int]]) -> WindowSeries:
+        return WindowSeries({"__name__": "action", "namespace": ns, "action_type": kind, "service_name": svc},
+                            samples)
+
+    window = [
+        series("orders_acme", "grpc_StartWorkflowExecution", "frontend", [(1, 5), (2, 9)]),
+        series("orders_acme", "command_RecordMarker", "frontend", [(1, 1), (2, 50)]),
+        series("orders_acme", "command_BatchMarkers", "frontend", [(1, 2)]),
+        series("tcloud_system", "command_StartTimer", "frontend", [(1, 0)]),
+    ]
+    baselines = {metering.series_key(window[0].labels): 3}
+    got = metering.action_deltas(window, baselines, namespace_label="namespace")
+    assert got == {"orders_acme": {"grpc_StartWorkflowExecution": 6, "command_BatchMarkers": 2}}
+
+
+def test_label_map_recovers_namespaces_and_refuses_collisions() -> None:
+    assert metering.sanitize_label_value("tcloud-system") == "tcloud_system"
+    assert metering.namespace_label_map(["orders.acme", "tcloud-system"]) == {
+        "orders_acme": "orders.acme", "tcloud_system": "tcloud-system"}
+    with pytest.raises(metering.MeteringError, match="share the metrics label"):
+        metering.namespace_label_map(["a-b.acme", "a.b.acme"])
+
+
+@pytest.mark.parametrize("raw", ["1.5", "NaN", "-3", "+Inf", "x"])
+def test_counter_values_must_be_whole(raw: str) -> None:
+    with pytest.raises(metering.MeteringError):
+        metering.parse_counter_value(raw)
+
+
+def test_counter_values_parse_exactly() -> None:
+    assert metering.parse_counter_value("12345678901234567") == 12345678901234567
+    assert metering.parse_counter_value("1e3") == 1000
+
+
+def test_storage_byte_hours_weighs_time_in_each_state() -> None:
+    retention = timedelta(days=1)
+    executions = [
+        ExecutionStorage(H - timedelta(days=2), None, 1000),  # open all hour: 1000 active byte-hours
+        ExecutionStorage(H + timedelta(minutes=30), None, 600),  # opened half-way: 300
+        # Closed at :15 -> a quarter hour active, three quarters retained.
+        ExecutionStorage(H - timedelta(hours=2), H + timedelta(minutes=15), 4000),
+        # Closed long ago, retention ends at :30 -> half an hour retained.
+        ExecutionStorage(H - timedelta(days=3), H - retention + timedelta(minutes=30), 200),
+        # Retention over before the hour: nothing.
+        ExecutionStorage(H - timedelta(days=3), H - retention - timedelta(minutes=1), 999),
+    ]
+    assert metering.storage_byte_hours(executions, H, retention) == (1000 + 300 + 1000, 3000 + 100)
+
+
+def test_hours_between_and_ids() -> None:
+    assert metering.hours_between(H, H + timedelta(hours=3)) == [H, H + metering.HOUR, H + 2 * metering.HOUR]
+    assert metering.hour_id(H + timedelta(minutes=59)) == "2026-11-25T10:00Z"
+    assert metering.floor_hour(datetime(2026, 11, 25, 10, 59, 59)) == H
