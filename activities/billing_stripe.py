@@ -7,7 +7,8 @@ carries) before anything is created again. A per-invoice advisory lock keeps two
 
 Stripe shape used (works on localstripe and on Stripe): one $0 monthly plan, one subscription per customer,
 pending invoice items with integer ``amount`` in cents, then an invoice for customer + subscription, paid with
-the customer's default payment method.
+the customer's default payment method. The subscription is made before any item: a new subscription's first
+invoice takes every pending item of the customer.
 """
 
 from __future__ import annotations
@@ -116,11 +117,21 @@ class StripeSync:
             return None
 
         async def create() -> str:
+            await self.refuse_foreign_pending(customer, set())
             sub = await self._stripe.v1.subscriptions.create_async({
                 "customer": customer, "items": [{"plan": plan}], "metadata": {"tcloud_account": account_id}})
             return str(sub.id)
 
         return await self._ensure(f"subscription:{account_id}", "subscription", account_id, find, create)
+
+    async def refuse_foreign_pending(self, customer: str, ours: set[str]) -> None:
+        """Raise when the customer has pending items that are not ``ours``: the next invoice (or a new
+        subscription's first invoice) would sweep them in, and we never mix another invoice's items into ours."""
+        pending = await self._stripe.v1.invoice_items.list_async({"customer": customer, "limit": 100})
+        foreign = {str(i.id) for i in pending.data} - ours
+        if foreign:
+            raise ApplicationError(f"customer {customer} has pending invoice items of another invoice: "
+                                   f"{sorted(foreign)}")
 
     async def find_invoice(self, customer: str) -> Any | None:
         """The Stripe invoice holding this invoice's items, found through the items' metadata on its lines."""
@@ -176,10 +187,7 @@ class StripeSync:
                 "SELECT * FROM invoice_lines WHERE invoice_id = $1 AND amount_cents > 0 ORDER BY line_no",
                 self._invoice_id)
             ours = {await self.ensure_item(inv["account_id"], customer, line, inv["period"]) for line in lines}
-            pending = await self._stripe.v1.invoice_items.list_async({"customer": customer, "limit": 100})
-            foreign = {str(i.id) for i in pending.data} - ours
-            if foreign:  # the invoice would sweep them in: never mix another invoice's items into this one
-                raise ApplicationError(f"customer {customer} has pending items of another invoice: {sorted(foreign)}")
+            await self.refuse_foreign_pending(customer, ours)
             await self._conn.execute(
                 """INSERT INTO stripe_objects (key, kind, account_id, state) VALUES ($1, 'invoice', $2, 'creating')
                    ON CONFLICT (key) DO UPDATE SET updated_at = now()""", key, inv["account_id"])
