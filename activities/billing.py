@@ -13,7 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.billing_stripe import InvoiceLocked, StripeSync
-from tcloud import invoicing
+from tcloud import invoicing, spend_alerts
 from tcloud.billing_period import hours_in_period, period_bounds
 
 COLLECTORS = ("actions", "storage")
@@ -236,3 +236,34 @@ class BillingActivities:
                     "'invoice.written_off', $3)", row["account_id"], params.invoice_id,
                     json.dumps({"reason": params.reason, "at": datetime.now(UTC).isoformat()}))
         return InvoiceSummary(params.invoice_id, row["account_id"], row["period"], row["status"], row["total_cents"])
+
+
+@dataclass
+class SpendAlertsInput:
+    period: str
+    until: datetime
+
+
+@dataclass
+class SpendAlertsResult:
+    accounts_checked: int
+    notified: dict[str, list[int]]
+
+
+class SpendAlertActivities:
+    """The hourly spend-alert check (month-to-date estimate against each account's thresholds)."""
+
+    def __init__(self, *, pool: asyncpg.Pool):
+        self._pool = pool
+
+    @activity.defn(name="billing.check_spend_alerts")
+    async def check_spend_alerts(self, params: SpendAlertsInput) -> SpendAlertsResult:
+        accounts = await spend_alerts.accounts_with_alerts(self._pool)
+        notified: dict[str, list[int]] = {}
+        for n, account_id in enumerate(accounts):
+            fresh = await spend_alerts.check_account(self._pool, account_id, params.period, until=params.until)
+            if fresh:
+                notified[account_id] = fresh
+            if n % 50 == 0:
+                activity.heartbeat(n)
+        return SpendAlertsResult(len(accounts), notified)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,6 +12,7 @@ from decimal import Decimal
 import asyncpg
 import stripe
 
+from tcloud import apikeys
 from tcloud.billing_period import hours_in_period, period_bounds
 
 GOOD_CARD = "4242424242424242"
@@ -105,3 +108,20 @@ async def stripe_invoices_for(stripe_api: stripe.StripeClient, customer: str, in
 async def succeeded_charges(stripe_api: stripe.StripeClient, customer: str) -> list[dict]:
     charges = await stripe_api.v1.charges.list_async({"customer": customer, "limit": 100})
     return [c.to_dict() for c in charges.data if c.status == "succeeded"]
+
+
+async def customer_headers(pool: asyncpg.Pool, account_id: str) -> dict[str, str]:
+    """A fresh API key of the account, as the Authorization header."""
+    key = apikeys.new_key()
+    await pool.execute("INSERT INTO api_keys (id, account_id, prefix, secret_hash) VALUES ($1, $2, $3, $4)",
+                       "key-" + secrets.token_hex(6), account_id, key.prefix, key.secret_hash)
+    return {"Authorization": f"Bearer {key.token}"}
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], *, seconds: float = 60, what: str = "condition") -> None:
+    """Poll an async predicate with a generous deadline (no fixed sleeps in tests)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import (
+    Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
@@ -16,9 +17,10 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from activities.billing import BillingActivities
+from activities.billing import BillingActivities, SpendAlertActivities
 from tcloud.settings import Settings
 from workflows.billing import BillingMonthlyTick, BillingRunInput, BillingRunWorkflow
+from workflows.billing_alerts import SpendAlertsRun, SpendAlertsWorkflow
 from workflows.billing_invoice import DunningPolicy, InvoiceWorkflow
 
 if TYPE_CHECKING:
@@ -26,10 +28,15 @@ if TYPE_CHECKING:
 
 # 00:05 UTC on the 1st: the run then sleeps out the grace period and waits for a complete ledger.
 MONTHLY_CRON = "5 0 1 * *"
+ALERTS_CRON = "17 * * * *"
 
 
 def schedule_id(settings: Settings) -> str:
     return f"{settings.schedule_prefix}billing-monthly"
+
+
+def alerts_schedule_id(settings: Settings) -> str:
+    return f"{settings.schedule_prefix}billing-spend-alerts"
 
 
 def run_input(settings: Settings, period: str = "") -> BillingRunInput:
@@ -49,23 +56,39 @@ def monthly_schedule(settings: Settings) -> Schedule:
     )
 
 
+def alerts_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            SpendAlertsWorkflow.run, SpendAlertsRun(), id=f"{settings.schedule_prefix}billing-spend-alerts-check",
+            task_queue=settings.task_queue),
+        spec=ScheduleSpec(cron_expressions=[ALERTS_CRON]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
 def workflows() -> list[type]:
-    return [BillingMonthlyTick, BillingRunWorkflow, InvoiceWorkflow]
+    return [BillingMonthlyTick, BillingRunWorkflow, InvoiceWorkflow, SpendAlertsWorkflow]
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
     acts = BillingActivities(pool=c.pool, stripe_client=c.stripe)
+    alerts = SpendAlertActivities(pool=c.pool)
     return [acts.check_period_complete, acts.list_accounts, acts.record_invoice, acts.send_invoice,
-            acts.collect_payment, acts.suspend_account, acts.write_off]
+            acts.collect_payment, acts.suspend_account, acts.write_off, alerts.check_spend_alerts]
 
 
 async def ensure_schedules(c: Clients) -> None:
-    """Create the monthly billing Schedule, or bring an existing one up to date (idempotent)."""
-    schedule = monthly_schedule(c.settings)
+    """Create the monthly billing and hourly spend-alert Schedules, or bring them up to date (idempotent)."""
+    for sid, schedule in ((schedule_id(c.settings), monthly_schedule(c.settings)),
+                          (alerts_schedule_id(c.settings), alerts_schedule(c.settings))):
+        await _upsert_schedule(c.temporal, sid, schedule)
+
+
+async def _upsert_schedule(client: Client, sid: str, schedule: Schedule) -> None:
     try:
-        await c.temporal.create_schedule(schedule_id(c.settings), schedule)
+        await client.create_schedule(sid, schedule)
     except ScheduleAlreadyRunningError:
         def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=schedule)
 
-        await c.temporal.get_schedule_handle(schedule_id(c.settings)).update(update)
+        await client.get_schedule_handle(sid).update(update)

@@ -1,7 +1,188 @@
-"""Routes: billing."""
+"""Routes: billing. Customers read their invoices, the month-to-date estimate and set spend alerts;
+operators start and inspect billing runs and list invoices by status."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.auth import require_customer, require_operator
+from api.billing_models import (
+    InvoiceList,
+    InvoiceOut,
+    RunOut,
+    SpendAlerts,
+    StartRun,
+    UpcomingOut,
+    invoice_out,
+    upcoming_out,
+)
+from api.bodies import parse
+from api.errors import ApiError
+from api.keys import POOL, SETTINGS, TEMPORAL
+from api.openapi import documented
+from tcloud.billing_period import parse_period, period_bounds, period_of
+from tcloud.invoicing import price_account_month
+from workers.cap_billing import run_input
+from workflows.billing import BillingRunWorkflow, billing_run_id
 
 routes = web.RouteTableDef()
+TAGS = ("billing",)
+STATUSES = ("draft", "zero", "open", "paid", "past_due", "written_off")
+_LINES = """SELECT l.*, (SELECT sum(s.ledger_rows) FROM invoice_line_sources s
+                         WHERE s.invoice_id = l.invoice_id AND s.line_no = l.line_no)::int AS ledger_rows
+              FROM invoice_lines l WHERE l.invoice_id = $1 ORDER BY l.line_no"""
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise ApiError(400, "limit must be an integer from 1 to 1000")
+    return int(raw)
+
+
+def _status_filter(request: web.Request) -> str | None:
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(STATUSES)}")
+    return status
+
+
+def _period_filter(request: web.Request) -> str | None:
+    period = request.query.get("period")
+    if period is not None:
+        try:
+            parse_period(period)
+        except ValueError as err:
+            raise ApiError(400, str(err)) from err
+    return period
+
+
+@routes.get("/cloud/billing/invoices")
+@documented("The account's invoices, newest first", auth="customer", response=InvoiceList, tags=TAGS,
+            query={"status": "only invoices in this status", "limit": "at most this many (1-1000, default 100)"})
+async def list_invoices(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    rows = await request.app[POOL].fetch(
+        """SELECT * FROM invoices WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
+            ORDER BY period DESC LIMIT $3""", customer.account_id, _status_filter(request), _limit(request))
+    return web.json_response(InvoiceList(invoices=[invoice_out(r) for r in rows]).model_dump(mode="json"))
+
+
+@routes.get("/cloud/billing/invoices/{invoice_id}")
+@documented("One invoice with its lines, totals and the Stripe hosted link", auth="customer", response=InvoiceOut,
+            tags=TAGS)
+async def get_invoice(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    pool = request.app[POOL]
+    row = await pool.fetchrow("SELECT * FROM invoices WHERE id = $1 AND account_id = $2",
+                              request.match_info["invoice_id"], customer.account_id)
+    if row is None:
+        raise ApiError(404, "no such invoice")
+    return web.json_response(invoice_out(row, await pool.fetch(_LINES, row["id"])).model_dump(mode="json"))
+
+
+@routes.get("/cloud/billing/upcoming")
+@documented("The month-to-date estimate, priced by the same code as the real invoice", auth="customer",
+            response=UpcomingOut, tags=TAGS)
+async def upcoming(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    now = datetime.now(UTC)
+    month = await price_account_month(request.app[POOL], customer.account_id, period_of(now), until=now)
+    return web.json_response(upcoming_out(month).model_dump(mode="json"))
+
+
+@routes.get("/cloud/billing/alerts")
+@documented("The account's spend alert thresholds", auth="customer", response=SpendAlerts, tags=TAGS)
+async def get_alerts(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    rows = await request.app[POOL].fetch(
+        "SELECT threshold_cents FROM spend_alerts WHERE account_id = $1 ORDER BY 1", customer.account_id)
+    return web.json_response({"thresholds_cents": [r["threshold_cents"] for r in rows]})
+
+
+@routes.put("/cloud/billing/alerts")
+@documented("Replace the spend alert thresholds (cents); each notifies once per period", auth="customer",
+            request=SpendAlerts, response=SpendAlerts, tags=TAGS)
+async def put_alerts(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    customer.require_writable()
+    body = await parse(request, SpendAlerts)
+    if any(t <= 0 or t > 10**12 for t in body.thresholds_cents):
+        raise ApiError(400, "thresholds_cents must be positive cents, at most 10^12")
+    thresholds = sorted(set(body.thresholds_cents))
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM spend_alerts WHERE account_id = $1", customer.account_id)
+        await conn.executemany("INSERT INTO spend_alerts (account_id, threshold_cents) VALUES ($1, $2)",
+                               [(customer.account_id, t) for t in thresholds])
+    return web.json_response({"thresholds_cents": thresholds})
+
+
+async def _run_out(request: web.Request, period: str) -> RunOut:
+    counts = {r["status"]: r["n"] for r in await request.app[POOL].fetch(
+        "SELECT status, count(*)::int AS n FROM invoices WHERE period = $1 GROUP BY status", period)}
+    handle = request.app[TEMPORAL].get_workflow_handle(billing_run_id(period))
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        if not counts:
+            raise ApiError(404, f"no billing run for {period}") from err
+        return RunOut(period=period, workflow_id=billing_run_id(period), status="unknown", invoices_by_status=counts)
+    out = RunOut(period=period, workflow_id=handle.id, status=desc.status.name.lower() if desc.status else "unknown",
+                 invoices_by_status=counts)
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        state = await handle.query(BillingRunWorkflow.status)
+        out.phase, out.missing_hours, out.in_flight, out.counts = (state.phase, state.missing_hours,
+                                                                  state.in_flight, state.counts)
+    elif desc.status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        out.phase, out.counts = result.phase, result.counts
+    return out
+
+
+@routes.post("/admin/billing/runs")
+@documented("Start the billing run of a month that has ended (409 if it already ran or runs)", auth="operator",
+            request=StartRun, response=RunOut, status=202, tags=TAGS)
+async def start_run(request: web.Request) -> web.Response:
+    require_operator(request)
+    body = await parse(request, StartRun)
+    if period_bounds(body.period)[1] > datetime.now(UTC):
+        raise ApiError(400, f"period {body.period} has not ended yet")
+    settings = request.app[SETTINGS]
+    await request.app[TEMPORAL].start_workflow(
+        BillingRunWorkflow.run, run_input(settings, body.period), id=billing_run_id(body.period),
+        task_queue=settings.task_queue)
+    return web.json_response((await _run_out(request, body.period)).model_dump(mode="json"), status=202)
+
+
+@routes.get("/admin/billing/runs/{period}")
+@documented("A billing run: its workflow status and phase, and the period's invoices by status", auth="operator",
+            response=RunOut, tags=TAGS)
+async def get_run(request: web.Request) -> web.Response:
+    require_operator(request)
+    period = request.match_info["period"]
+    try:
+        parse_period(period)
+    except ValueError as err:
+        raise ApiError(400, str(err)) from err
+    return web.json_response((await _run_out(request, period)).model_dump(mode="json"))
+
+
+@routes.get("/admin/billing/invoices")
+@documented("Invoices of every account, by status and period", auth="operator", response=InvoiceList, tags=TAGS,
+            query={"status": "only invoices in this status", "period": "only this month (YYYY-MM)",
+                   "limit": "at most this many (1-1000, default 100)"})
+async def admin_invoices(request: web.Request) -> web.Response:
+    require_operator(request)
+    rows = await request.app[POOL].fetch(
+        """SELECT * FROM invoices WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR period = $2)
+            ORDER BY period DESC, account_id LIMIT $3""",
+        _status_filter(request), _period_filter(request), _limit(request))
+    return web.json_response(InvoiceList(invoices=[invoice_out(r) for r in rows]).model_dump(mode="json"))
+
+

@@ -1,0 +1,113 @@
+"""Request and response bodies of the billing routes (customer and operator)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from tcloud.invoicing import AccountMonth
+
+PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
+def dollars(cents: int) -> str:
+    """Cents as a dollar string, e.g. 52500 -> "525.00" (exact; no float)."""
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
+class InvoiceLineOut(BaseModel):
+    line_no: int
+    kind: str
+    description: str
+    quantity: str
+    unit: str
+    amount_cents: int
+    amount: str
+    ledger_rows: int | None = None
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    account_id: str
+    period: str
+    status: str
+    plan: str
+    price_book_version: str
+    currency: str
+    total_cents: int
+    total: str
+    hosted_invoice_url: str | None
+    stripe_invoice_id: str | None
+    payment_attempts: int
+    last_payment_error: str | None
+    created_at: datetime
+    paid_at: datetime | None
+    lines: list[InvoiceLineOut] | None = None
+
+
+class InvoiceList(BaseModel):
+    invoices: list[InvoiceOut]
+
+
+class UpcomingOut(BaseModel):
+    """The month-to-date estimate: the same pricing as the real invoice, over the ledger so far."""
+
+    period: str
+    as_of: datetime
+    plan: str
+    price_book_version: str
+    currency: str
+    total_cents: int
+    total: str
+    lines: list[InvoiceLineOut]
+
+
+class SpendAlerts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thresholds_cents: list[int] = Field(max_length=20, description="notify once per period at each threshold")
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: str = Field(pattern=PERIOD_PATTERN, description="a month that has ended, YYYY-MM")
+
+
+class RunOut(BaseModel):
+    period: str
+    workflow_id: str
+    status: str
+    phase: str | None = None
+    missing_hours: int | None = None
+    in_flight: int | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    invoices_by_status: dict[str, int] = Field(default_factory=dict)
+
+
+def invoice_out(row: asyncpg.Record, lines: list[asyncpg.Record] | None = None) -> InvoiceOut:
+    return InvoiceOut(
+        id=row["id"], account_id=row["account_id"], period=row["period"], status=row["status"], plan=row["plan"],
+        price_book_version=row["price_book_version"], currency=row["currency"], total_cents=row["total_cents"],
+        total=dollars(row["total_cents"]), hosted_invoice_url=row["hosted_invoice_url"],
+        stripe_invoice_id=row["stripe_invoice_id"], payment_attempts=row["payment_attempts"],
+        last_payment_error=row["last_payment_error"], created_at=row["created_at"], paid_at=row["paid_at"],
+        lines=None if lines is None else [
+            InvoiceLineOut(line_no=r["line_no"], kind=r["kind"], description=r["description"],
+                           quantity=format(r["quantity"], "f"), unit=r["unit"], amount_cents=r["amount_cents"],
+                           amount=dollars(r["amount_cents"]), ledger_rows=r["ledger_rows"]) for r in lines])
+
+
+def upcoming_out(month: AccountMonth) -> UpcomingOut:
+    priced = month.priced
+    rows_by_kind: dict[str, int] = {}
+    for s in month.sums:
+        rows_by_kind[s.metric] = rows_by_kind.get(s.metric, 0) + s.rows
+    return UpcomingOut(
+        period=month.period, as_of=month.hour_to, plan=priced.plan, price_book_version=priced.price_book_version,
+        currency=priced.currency, total_cents=priced.total_cents, total=dollars(priced.total_cents),
+        lines=[InvoiceLineOut(line_no=n, kind=line.kind, description=line.description,
+                              quantity=format(line.quantity, "f"), unit=line.unit, amount_cents=line.amount_cents,
+                              amount=dollars(line.amount_cents), ledger_rows=rows_by_kind.get(line.kind))
+               for n, line in enumerate(priced.lines, start=1)])
