@@ -21,7 +21,8 @@ from oci.object_storage.models import (
 from tcloud.backups.store import CHUNK_BYTES, Digest, ObjectNotFoundError, StoredObject, check_key
 from tcloud.settings import Settings
 
-DEFAULT_PART_BYTES = 16 * 1024 * 1024
+# The SDK's own default for streamed uploads (oci.object_storage.transfer.constants.STREAMING_DEFAULT_PART_SIZE).
+DEFAULT_PART_BYTES = 10 * 1024 * 1024
 META_PREFIX = "opc-meta-"
 
 
@@ -69,30 +70,44 @@ class OciObjectStore:
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], metadata: dict[str, str]) -> StoredObject:
         check_key(key)
         digest = Digest()
-        buffer = bytearray()
+        pending: list[bytes] = []  # chunks not uploaded yet; joined once per part (one copy, no slicing)
+        pending_size = 0
         upload_id: str | None = None
         parts: list[CommitMultipartUploadPartDetails] = []
+        # One part uploads while the next fills, so pg_dump never waits on the network.
+        in_flight: asyncio.Task[CommitMultipartUploadPartDetails] | None = None
         try:
             async for chunk in chunks:
                 digest.update(chunk)
-                buffer += chunk
-                while len(buffer) >= self._part_bytes:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= self._part_bytes:
                     if upload_id is None:
                         upload_id = await self._create_upload(key, metadata)
-                    part = bytes(buffer[: self._part_bytes])
-                    del buffer[: self._part_bytes]
-                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
+                    if in_flight is not None:
+                        parts.append(await in_flight)
+                    data = b"".join(pending)
+                    pending.clear()
+                    pending_size = 0
+                    in_flight = asyncio.create_task(self._upload_part(key, upload_id, len(parts) + 1, data))
+                    del data
+            if in_flight is not None:
+                parts.append(await in_flight)
+                in_flight = None
+            rest = b"".join(pending)
             if upload_id is None:
                 # It fitted one part: a single PUT, with sha256 and size in the object's metadata.
                 full = {**metadata, "sha256": digest.hexdigest, "size": str(digest.size)}
-                await self._call("put_object", key, bytes(buffer), content_length=len(buffer),
-                                 opc_meta=full)
+                await self._call("put_object", key, rest, content_length=len(rest), opc_meta=full)
                 return StoredObject(key, digest.size, digest.hexdigest, full)
-            if buffer:
-                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+            if rest:
+                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, rest))
             await self._call("commit_multipart_upload", key, upload_id,
                              CommitMultipartUploadDetails(parts_to_commit=parts))
         except BaseException:
+            if in_flight is not None:
+                in_flight.cancel()
+                await asyncio.gather(in_flight, return_exceptions=True)
             if upload_id is not None:
                 await asyncio.shield(self._abort(key, upload_id))
             raise
