@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tcloud.backups import catalog, pgtools
+from tcloud.backups import catalog, pgtools, restoring
 from tcloud.backups.factory import open_store
-from tcloud.backups.store import BackupStore, Digest
+from tcloud.backups.store import BackupStore
 from tcloud.settings import Settings
 
 PLATFORM_DATABASE = "platform"
@@ -204,47 +202,18 @@ class BackupActivities:
             ApplicationError: (non-retryable, type ``BackupCorrupted``) the object does not match the manifest.
         """
         store = await self._open_store()
-        dsn = self._dsn(plan.database)
-        with tempfile.TemporaryDirectory(prefix="tcloud-restore-") as scratch:
-            local = Path(scratch) / "dump.pgdump"
-            digest = await _download(store, plan.dump.key, local)
-            await _verify(store, plan, digest)
-            async with heartbeating():
-                try:
-                    await pgtools.pg_restore_file(dsn, local)
-                except pgtools.PgToolError as err:
-                    raise ApplicationError(str(err), type="RestoreFailed", non_retryable=True) from err
+        async with heartbeating():
+            try:
+                size = await restoring.restore_dump(store, plan.backup_id, plan.dump, self._dsn(plan.database))
+            except restoring.BackupCorruptedError as err:
+                raise ApplicationError(str(err), type="BackupCorrupted", non_retryable=True) from err
+            except pgtools.PgToolError as err:
+                raise ApplicationError(str(err), type="RestoreFailed", non_retryable=True) from err
         if plan.database == PLATFORM_DATABASE:
             # The restored table is as old as the backup: put back the rows of every backup the store holds.
             for manifest in await catalog.list_manifests(store):
                 await record_rows(self._pool, manifest)
-        return RestoreResult(plan.backup_id, plan.database, plan.target, digest.size)
-
-
-async def _download(store: BackupStore, key: str, local: Path) -> Digest:
-    digest = Digest()
-    out = await asyncio.to_thread(open, local, "wb")
-    try:
-        async for chunk in store.get_stream(key):
-            digest.update(chunk)
-            await asyncio.to_thread(out.write, chunk)
-            activity.heartbeat(digest.size)
-    finally:
-        out.close()
-    return digest
-
-
-async def _verify(store: BackupStore, plan: RestorePlan, digest: Digest) -> None:
-    head = await store.head(plan.dump.key)
-    expected = {plan.dump.sha256}
-    if head is not None and head.sha256:
-        expected.add(head.sha256)
-    if expected != {digest.hexdigest} or digest.size != plan.dump.size:
-        raise ApplicationError(
-            f"backup {plan.backup_id} is corrupted: {plan.dump.key} has {digest.size} bytes, sha256 "
-            f"{digest.hexdigest}; the manifest says {plan.dump.size} bytes, sha256 {plan.dump.sha256}. "
-            "Refusing to restore it; pick another backup.",
-            type="BackupCorrupted", non_retryable=True)
+        return RestoreResult(plan.backup_id, plan.database, plan.target, size)
 
 
 async def record_rows(pool: asyncpg.Pool, manifest: catalog.Manifest) -> None:

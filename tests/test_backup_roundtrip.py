@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -132,7 +133,9 @@ async def test_unknown_backup_and_database_are_refused(
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **harness.settings_env(settings)}
-    env.pop("TCLOUD_BACKUP_EXTRA_DSNS", None)  # settings_env cannot spell a dict of secrets; platform only
+    # settings_env cannot spell a dict of secrets: write it as the JSON pydantic-settings reads.
+    env["TCLOUD_BACKUP_EXTRA_DSNS"] = json.dumps(
+        {k: v.get_secret_value() for k, v in settings.backup_extra_dsns.items()})
     return subprocess.run([sys.executable, "-m", "tcloud.local.restore", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
@@ -160,6 +163,24 @@ async def test_restore_command_prints_what_it_overwrites(
     assert latest in listed.stdout
     bad = await asyncio.to_thread(_cli, settings, "yesterday")
     assert bad.returncode != 0 and "not a backup id" in bad.stderr
+
+
+async def test_offline_restore_of_the_temporal_database(
+    worker: None, temporal_client: Client, settings: Settings, extra_dsn: str
+) -> None:
+    async with asyncpg.create_pool(extra_dsn, min_size=1, max_size=1) as extra:
+        await fill(extra, rows=100, seed="offline")
+    before = await table_checksums(extra_dsn)
+    out = await _backup(temporal_client, settings)
+
+    refused = await asyncio.to_thread(_cli, settings, out.manifest.backup_id, "--database", "temporal", "--offline")
+    assert refused.returncode == 1 and "public.bk_items" in refused.stdout and "not empty" in refused.stderr
+    await wipe(extra_dsn)
+    done = await asyncio.to_thread(_cli, settings, out.manifest.backup_id, "--database", "temporal", "--offline")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert await table_checksums(extra_dsn) == before
+    unknown = await asyncio.to_thread(_cli, settings, out.manifest.backup_id, "--database", "nope", "--offline")
+    assert unknown.returncode == 1 and "no dump of 'nope'" in unknown.stderr
 
 
 async def test_operator_api_lists_and_starts_backups(

@@ -1,7 +1,9 @@
-"""``deploy.sh restore [BACKUP_ID|latest] [--database NAME] [--force] [--list]``.
+"""``deploy.sh restore [BACKUP_ID|latest] [--database NAME] [--force] [--offline] [--list]``.
 
 Starts the restore workflow (``restore/<backup id>``, visible in the Temporal UI) on the running worker,
 prints what it will overwrite, and waits for it. A target that holds rows is refused unless ``--force``.
+``--offline`` does the same steps in this process without Temporal: for Temporal's own databases (restore
+them with the Temporal server stopped) or when Temporal is gone.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.backup import PLATFORM_DATABASE, RestoreRequest, RestoreResult
-from tcloud.backups import catalog
+from activities.backup import PLATFORM_DATABASE, RestoreRequest, RestoreResult, target_label
+from tcloud.backups import catalog, pgtools, restoring
 from tcloud.backups.factory import open_store
 from tcloud.local.cli import read_env_file
 from tcloud.settings import Settings
@@ -92,6 +94,37 @@ async def restore(settings: Settings, backup_id: str, database: str, force: bool
     return 0
 
 
+async def restore_offline(settings: Settings, backup_id: str, database: str, force: bool) -> int:
+    """The restore workflow's steps run here, with no Temporal: same checks, same refusal."""
+    store = await open_store(settings)
+    manifest = await catalog.read_manifest(store, backup_id)
+    dump = manifest.dump(database) if manifest else None
+    if dump is None:
+        print(f"restore refused: no dump of {database!r} in a complete backup {backup_id}", file=sys.stderr)
+        return 1
+    if database == PLATFORM_DATABASE:
+        dsn = settings.postgres_dsn.get_secret_value()
+    elif database in settings.backup_extra_dsns:
+        dsn = settings.backup_extra_dsns[database].get_secret_value()
+    else:
+        print(f"restore refused: no DSN configured for {database!r} (TCLOUD_BACKUP_EXTRA_DSNS)", file=sys.stderr)
+        return 1
+    print(f"backup {backup_id}: {dump.key} ({dump.size} bytes, sha256 {dump.sha256})")
+    overwrites = await pgtools.non_empty_tables(dsn)
+    for t in overwrites:
+        print(f"  {t.table}: {t.rows} rows")
+    if overwrites and not force:
+        print(f"restore refused: target {target_label(dsn)} is not empty; use --force to overwrite it", file=sys.stderr)
+        return 1
+    try:
+        size = await restoring.restore_dump(store, backup_id, dump, dsn)
+    except (restoring.BackupCorruptedError, pgtools.PgToolError) as err:
+        print(f"restore refused or failed: {err}", file=sys.stderr)
+        return 1
+    print(f"restored {size} bytes of backup {backup_id} into {target_label(dsn)}")
+    return 0
+
+
 def failure_message(err: BaseException) -> str:
     """The message of the innermost application error behind a workflow failure."""
     cause: BaseException | None = err
@@ -117,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default=PLATFORM_DATABASE,
                         help="which database of the backup (default: platform)")
     parser.add_argument("--force", action="store_true", help="overwrite a target database that holds rows")
+    parser.add_argument("--offline", action="store_true",
+                        help="restore from this process without Temporal (Temporal's own databases, disasters)")
     parser.add_argument("--list", action="store_true", help="list the backups in the store and exit")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -124,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(list_backups(settings))
         return 0
     backup_id = asyncio.run(resolve(settings, args.backup))
-    return asyncio.run(restore(settings, backup_id, args.database, args.force))
+    run = restore_offline if args.offline else restore
+    return asyncio.run(run(settings, backup_id, args.database, args.force))
 
 
 if __name__ == "__main__":
