@@ -5,6 +5,7 @@ values; the Grafana dashboards' queries (run by the real Prometheus); the Docker
 
 from __future__ import annotations
 
+import ast
 import copy
 import importlib.metadata
 import json
@@ -426,3 +427,12 @@ def test_dockerfile_copies_every_python_package_and_nothing_ignored() -> None:
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such path"
         assert source not in ignored, f"COPY {source} is excluded by .dockerignore"
+    # Nothing the copied packages import from this repository is left out of the image (tests/, bench/...).
+    for package in (p.rstrip("*") for p in include):
+        for module in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(module.read_text(), str(module))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                for root in (name.split(".")[0] for name in names):
+                    if (REPO / root).is_dir() or (REPO / f"{root}.py").exists():
+                        assert root in sources, f"{module.relative_to(REPO)} imports {root}, not in the image"
