@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 from google.protobuf.duration_pb2 import Duration
 from temporalio import activity
+from temporalio.api.enums.v1 import NamespaceState
 from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.operatorservice.v1 import DeleteNamespaceRequest
 from temporalio.api.workflowservice.v1 import (
@@ -154,17 +155,20 @@ class NamespaceActivities:
         Returns:
             Whether this attempt asked the server to delete it.
         """
-        if await self._describe(params.namespace) is None:
-            return False
-        try:
-            await self._temporal.operator_service.delete_namespace(DeleteNamespaceRequest(namespace=params.namespace))
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-        while await self._describe(params.namespace) is not None:
+        asked = False
+        while (found := await self._describe(params.namespace)) is not None:
+            if found.namespace_info.state != NamespaceState.NAMESPACE_STATE_DELETED:
+                try:
+                    await self._temporal.operator_service.delete_namespace(
+                        DeleteNamespaceRequest(namespace=params.namespace))
+                    asked = True
+                except RPCError as err:
+                    # A namespace registered moments ago may not be in the frontend's registry cache yet.
+                    if err.status != RPCStatusCode.NOT_FOUND:
+                        raise
             activity.heartbeat()
             await asyncio.sleep(_POLL_SECONDS)
-        return True
+        return asked
 
     @activity.defn
     async def mark_namespace_deleted(self, params: NamespaceRef) -> None:
