@@ -17,14 +17,16 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Replayer
 
 from activities.backup import RestoreRequest
 from tcloud.backups import catalog
 from tcloud.backups.filesystem import FilesystemStore
 from tcloud.settings import Settings
+from tcloud.temporal import DATA_CONVERTER
 from tests import harness
 from tests.backup_support import fill, table_checksums, wipe
-from workflows.backup import BackupInput, BackupOutput, RestoreWorkflow
+from workflows.backup import BackupInput, BackupOutput, BackupWorkflow, RestoreWorkflow
 
 REPO = Path(__file__).resolve().parents[1]
 # Written after the dump by the backup itself, and re-written by a restore: compared on its own.
@@ -57,8 +59,8 @@ async def _backup(client: Client, settings: Settings) -> BackupOutput:
         result_type=BackupOutput)
 
 
-async def _restore(client: Client, settings: Settings, request: RestoreRequest) -> None:
-    wid = f"restore/{request.backup_id}/{secrets.token_hex(3)}"
+async def _restore(client: Client, settings: Settings, request: RestoreRequest, *, wid: str | None = None) -> None:
+    wid = wid or f"restore/{request.backup_id}/{secrets.token_hex(3)}"
     await client.execute_workflow(RestoreWorkflow.run, request, id=wid, task_queue=settings.task_queue)
 
 
@@ -90,13 +92,17 @@ async def test_round_trip_restores_every_table_identically(
     await wipe(_dsn(settings))
     await wipe(extra_dsn)
     assert await table_checksums(_dsn(settings)) == {}
-    await _restore(temporal_client, settings, RestoreRequest(manifest.backup_id))
+    await _restore(temporal_client, settings, RestoreRequest(manifest.backup_id), wid=f"restore/{manifest.backup_id}")
     await _restore(temporal_client, settings, RestoreRequest(manifest.backup_id, database="temporal"))
     assert await table_checksums(_dsn(settings), exclude=BACKUPS_TABLE) == before
     assert await table_checksums(extra_dsn) == before_extra
     # The restored backups table lists the backup again.
     assert await pool.fetchval("SELECT count(*) FROM backups WHERE backup_id = $1 AND deleted_at IS NULL",
                                manifest.backup_id) == 2
+    # Both workflows replay deterministically from their histories.
+    replayer = Replayer(workflows=[BackupWorkflow, RestoreWorkflow], data_converter=DATA_CONVERTER)
+    for wid in (manifest.workflow_id, f"restore/{manifest.backup_id}"):
+        await replayer.replay_workflow(await temporal_client.get_workflow_handle(wid).fetch_history())
 
 
 async def test_non_empty_target_is_refused_unless_forced(
