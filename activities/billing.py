@@ -264,6 +264,6 @@ class SpendAlertActivities:
             fresh = await spend_alerts.check_account(self._pool, account_id, params.period, until=params.until)
             if fresh:
                 notified[account_id] = fresh
-            if n % 50 == 0:
+            if n % 50 == 0 and activity.in_activity():
                 activity.heartbeat(n)
         return SpendAlertsResult(len(accounts), notified)

@@ -73,6 +73,8 @@ class SpendAlerts(BaseModel):
 class StartRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
     period: str = Field(pattern=PERIOD_PATTERN, description="a month that has ended, YYYY-MM")
+    rerun: bool = Field(default=False, description="run again after a finished run: only accounts without an "
+                                                   "invoice workflow, or whose one failed, are invoiced")
 
 
 class RunOut(BaseModel):

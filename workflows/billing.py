@@ -1,10 +1,10 @@
 """The monthly billing run ``billing-run/<YYYY-MM>``: wait for a complete ledger, then one invoice workflow
 per account, at most ``max_concurrent`` at a time.
 
-Children are started with ``ABANDON`` (an account in dunning outlives the run) and a duplicate id is refused,
-so an account-month is invoiced once however often the run is started. Each child signals ``invoice_done``
-when its invoice is made; the run continues as new every ``accounts_per_run`` starts, carrying what is in
-flight.
+Children are started with ``ABANDON`` (an account in dunning outlives the run) and a duplicate id is refused
+unless the earlier one failed, so an account-month is invoiced once however often the run is started. Each
+child signals ``invoice_done`` when its invoice is made; the run continues as new every ``accounts_per_run``
+starts, carrying what is in flight.
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ class BillingRunWorkflow:
                 InvoiceWorkflow.run, InvoiceInput(account_id, period, dunning),
                 id=invoice_workflow_id(account_id, period),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # A failed invoice workflow may run again (its steps are idempotent); any other never does.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=TypedSearchAttributes([
                     SearchAttributePair(ACCOUNT_KEY, account_id), SearchAttributePair(PERIOD_KEY, period),
                     SearchAttributePair(STATUS_KEY, "pricing")]),

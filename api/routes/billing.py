@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import require_customer, require_operator
@@ -124,7 +125,7 @@ async def put_alerts(request: web.Request) -> web.Response:
 async def _run_out(request: web.Request, period: str) -> RunOut:
     counts = {r["status"]: r["n"] for r in await request.app[POOL].fetch(
         "SELECT status, count(*)::int AS n FROM invoices WHERE period = $1 GROUP BY status", period)}
-    handle = request.app[TEMPORAL].get_workflow_handle(billing_run_id(period))
+    handle = request.app[TEMPORAL].get_workflow_handle_for(BillingRunWorkflow.run, billing_run_id(period))
     try:
         desc = await handle.describe()
     except RPCError as err:
@@ -146,7 +147,8 @@ async def _run_out(request: web.Request, period: str) -> RunOut:
 
 
 @routes.post("/admin/billing/runs")
-@documented("Start the billing run of a month that has ended (409 if it already ran or runs)", auth="operator",
+@documented("Start the billing run of a month that has ended (409 if it runs, or ran and rerun is not set)",
+            auth="operator",
             request=StartRun, response=RunOut, status=202, tags=TAGS)
 async def start_run(request: web.Request) -> web.Response:
     require_operator(request)
@@ -156,7 +158,8 @@ async def start_run(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     await request.app[TEMPORAL].start_workflow(
         BillingRunWorkflow.run, run_input(settings, body.period), id=billing_run_id(body.period),
-        task_queue=settings.task_queue)
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE if body.rerun else WorkflowIDReusePolicy.REJECT_DUPLICATE)
     return web.json_response((await _run_out(request, body.period)).model_dump(mode="json"), status=202)
 
 
