@@ -120,3 +120,11 @@ def test_hours_between_and_ids() -> None:
     assert metering.hours_between(H, H + timedelta(hours=3)) == [H, H + metering.HOUR, H + 2 * metering.HOUR]
     assert metering.hour_id(H + timedelta(minutes=59)) == "2026-11-25T10:00Z"
     assert metering.floor_hour(datetime(2026, 11, 25, 10, 59, 59)) == H
+
+
+def test_namespace_label_name_comes_from_settings() -> None:
+    """Under the Prometheus operator the server's `namespace` label arrives as `exported_namespace`."""
+    window = [WindowSeries({"exported_namespace": "orders_acme", "namespace": "monitoring",
+                            "action_type": "command_StartTimer"}, [(1, 3)])]
+    assert metering.action_deltas(window, {}, namespace_label="exported_namespace") == {
+        "orders_acme": {"command_StartTimer": 3}}

@@ -14,12 +14,13 @@ import asyncpg
 import pytest_asyncio
 from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client, ScheduleIntervalSpec, ScheduleOverlapPolicy, WorkflowHandle
+from temporalio.worker import Replayer
 
 from activities.usage import CollectHourInput
 from tcloud.clients import prometheus_client
 from tcloud.metering import HOUR, floor_hour, hour_id
 from tcloud.settings import Settings
-from tcloud.temporal import connect
+from tcloud.temporal import DATA_CONVERTER, connect
 from tests import harness
 from tests.usage_fixtures import Tenant, collect_provisional, create_tenant, ledger_quantity, wait_prometheus_total
 from tests.usage_tenant_app import TenantOrderWorkflow
@@ -164,6 +165,11 @@ async def test_schedule_collects_the_closed_hour_exactly_once(
         assert started.workflow_id.startswith(f"{sched_settings.schedule_prefix}usage/hourly")
         result = await run.result()
         assert result.collected == {"actions": [closed], "storage": [closed]}
+        # Deterministic: the run's history replays, and so does one of its children.
+        replayer = Replayer(workflows=[UsageHourlyWorkflow, UsageCollectHourWorkflow], data_converter=DATA_CONVERTER)
+        await replayer.replay_workflow(await run.fetch_history())
+        child = temporal_client.get_workflow_handle(f"usage/actions/{hour_id(closed)}")
+        await replayer.replay_workflow(await child.fetch_history())
     finally:
         await handle.delete()
 
