@@ -64,7 +64,7 @@ class AccountActivities:
         page = await self._stripe.v1.customers.list_async({"limit": 100})
         async for customer in page.auto_paging_iter():
             activity.heartbeat()
-            metadata: dict[str, str] = dict(getattr(customer, "metadata", None) or {})
+            metadata = customer.metadata.to_dict() if customer.metadata else {}
             if metadata.get("account_id") == account_id:
                 found.append((customer.created, customer.id))
         return min(found)[1] if found else None
