@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
 SHORT = timedelta(minutes=2)
 DUMP_TIMEOUT = timedelta(hours=6)
-HEARTBEAT = timedelta(minutes=2)
+HEARTBEAT = timedelta(seconds=30)  # pg_dump output and the restore ticker beat far more often
 DUMP_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10))
 
 
