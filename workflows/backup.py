@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -74,7 +74,6 @@ class RestoreStatus:
     plan: RestorePlan | None = None
     refused: str | None = None
     started_at: datetime | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @workflow.defn
