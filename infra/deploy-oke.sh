@@ -4,10 +4,10 @@
 # Deploys tcloud to Oracle Kubernetes Engine:
 #   --apply          first run Terraform in infra/terraform (VCN, OKE, node pool 1-3, backup bucket, budget),
 #                    then write the kubeconfig of the new cluster with the OCI CLI
-#   (always)         create/refresh the Kubernetes Secrets from the environment, install or upgrade
-#                    kube-prometheus-stack and ingress-nginx (unless --skip-addons), the official Temporal chart
-#                    with charts/temporal-values.yaml (unless --skip-temporal), register the search attributes,
-#                    install or upgrade charts/tcloud, then check the rollout with infra/oke-status.sh.
+#   (always)         create/refresh the Kubernetes Secrets from the environment; install or upgrade
+#                    kube-prometheus-stack, ingress-nginx and cert-manager (unless --skip-addons), the official
+#                    Temporal chart with charts/temporal-values.yaml (unless --skip-temporal) and its search
+#                    attributes, then charts/tcloud; finally check the rollout with infra/oke-status.sh.
 #
 # Environment (secrets come from the CI's repository secrets or the operator's shell, never from files here):
 #   TCLOUD_OKE_NAMESPACE          Kubernetes namespace (default tcloud)
@@ -19,6 +19,9 @@
 #   TEMPORAL_POSTGRES_HOST        host:port of Temporal's PostgreSQL (required with Temporal)
 #   TEMPORAL_POSTGRES_PASSWORD    -> Secret temporal-postgres (required unless it already exists)
 #   GHCR_USERNAME, GHCR_TOKEN     -> image pull Secret ghcr-pull (for a private image)
+#   TCLOUD_HOSTNAME               public host of the API and portal (ingress, TLS from Let's Encrypt)
+#   TCLOUD_TEMPORAL_HOSTNAME      public host of Temporal's gRPC frontend for tenants (ingress, TLS)
+#   TCLOUD_ACME_EMAIL             contact for Let's Encrypt: creates the ClusterIssuer `letsencrypt`
 #   TEMPORAL_CHART_VERSION        version of the official Temporal chart (default below)
 #   TCLOUD_TF_AUTO_APPROVE=1      apply Terraform without the interactive confirmation
 set -euo pipefail
@@ -31,6 +34,7 @@ IMAGE_TAG="${TCLOUD_IMAGE_TAG:-}"
 TEMPORAL_CHART_VERSION="${TEMPORAL_CHART_VERSION:-1.0.0}"
 TEMPORAL_REPO="https://go.temporal.io/helm-charts"
 PROMETHEUS_STACK_VERSION="${PROMETHEUS_STACK_VERSION:-77.0.0}"
+CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.18.2}"
 INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-4.13.0}"
 TF_DIR="infra/terraform"
 
@@ -40,7 +44,7 @@ SKIP_ADDONS=0
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'deploy.sh oke: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -162,6 +166,29 @@ install_addons() {
     --set-string 'controller.service.annotations.service\.beta\.kubernetes\.io/oci-load-balancer-shape-flex-min=10' \
     --set-string 'controller.service.annotations.service\.beta\.kubernetes\.io/oci-load-balancer-shape-flex-max=10' \
     --wait --timeout 10m
+  log "cert-manager $CERT_MANAGER_VERSION"
+  helm upgrade --install cert-manager cert-manager --repo https://charts.jetstack.io \
+    --version "$CERT_MANAGER_VERSION" --namespace cert-manager --create-namespace --set crds.enabled=true \
+    --wait --timeout 10m
+  if [ -n "${TCLOUD_ACME_EMAIL:-}" ]; then
+    log "ClusterIssuer letsencrypt"
+    apply_stdin <<YAML
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata:
+  name: letsencrypt
+spec:
+  acme:
+    server: https://acme-v02.api.letsencrypt.org/directory
+    email: $TCLOUD_ACME_EMAIL
+    privateKeySecretRef:
+      name: letsencrypt-account
+    solvers:
+      - http01:
+          ingress:
+            ingressClassName: nginx
+YAML
+  fi
 }
 
 install_temporal() {
@@ -170,6 +197,11 @@ install_temporal() {
     --set-string "server.config.persistence.datastores.default.sql.connectAddr=$TEMPORAL_POSTGRES_HOST"
     --set-string "server.config.persistence.datastores.visibility.sql.connectAddr=$TEMPORAL_POSTGRES_HOST")
   have_servicemonitor_crd || args+=(--set server.metrics.serviceMonitor.enabled=false)
+  if [ -n "${TCLOUD_TEMPORAL_HOSTNAME:-}" ]; then
+    args+=(--set-string "server.frontend.ingress.hosts[0]=$TCLOUD_TEMPORAL_HOSTNAME"
+      --set-string "server.frontend.ingress.tls[0].hosts[0]=$TCLOUD_TEMPORAL_HOSTNAME"
+      --set-string "server.frontend.ingress.tls[0].secretName=temporal-frontend-tls")
+  fi
   log "Temporal chart $TEMPORAL_CHART_VERSION"
   helm upgrade --install temporal temporal --repo "$TEMPORAL_REPO" --version "$TEMPORAL_CHART_VERSION" \
     --namespace "$NAMESPACE" "${args[@]}" --wait --timeout 20m
@@ -200,6 +232,10 @@ install_tcloud() {
   [ -z "$IMAGE_TAG" ] || args+=(--set-string "image.tag=$IMAGE_TAG")
   [ -n "${GHCR_TOKEN:-}" ] || secret_exists ghcr-pull || args+=(--set 'imagePullSecrets=null')
   have_servicemonitor_crd || args+=(--set serviceMonitor.enabled=false)
+  if [ -n "${TCLOUD_HOSTNAME:-}" ]; then
+    args+=(--set-string "api.ingress.host=$TCLOUD_HOSTNAME"
+      --set-string "api.ingress.tls[0].hosts[0]=$TCLOUD_HOSTNAME" --set-string "api.ingress.tls[0].secretName=tcloud-tls")
+  fi
   log "tcloud chart (image $IMAGE:${IMAGE_TAG:-appVersion})"
   helm upgrade --install tcloud charts/tcloud --namespace "$NAMESPACE" \
     "${args[@]}" "${TCLOUD_HELM_ARGS[@]}" --wait --atomic --timeout 10m

@@ -351,6 +351,16 @@ def test_temporal_authorizes_tenants_with_the_apis_jwks() -> None:
     assert prod_config["temporal_address"] == "temporal-internal-frontend:7236"
 
 
+def test_tenants_reach_temporals_frontend_over_grpc_with_tls() -> None:
+    frontend = yaml.safe_load(TEMPORAL_VALUES.read_text())["server"]["frontend"]["ingress"]
+    assert frontend["enabled"] is True and frontend["className"] == "nginx"
+    assert frontend["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    assert frontend["tls"][0]["hosts"] == frontend["hosts"]
+    # The same ClusterIssuer as the API's ingress.
+    api_ingress = production_values()["api"]["ingress"]["annotations"]
+    assert frontend["annotations"]["cert-manager.io/cluster-issuer"] == api_ingress["cert-manager.io/cluster-issuer"]
+
+
 def test_temporal_values_create_the_control_namespace_and_search_attributes() -> None:
     values = yaml.safe_load(TEMPORAL_VALUES.read_text())
     namespaces = {n["name"] for n in values["server"]["config"]["namespaces"]["namespace"]}

@@ -28,7 +28,7 @@ if [ -n "${FAKE_FAIL:-}" ] && printf '%s' "$line" | grep -Eq -- "$FAKE_FAIL"; th
   exit 1
 fi
 case "$line" in
-  "kubectl apply -f -") cat > /dev/null ;;
+  "kubectl apply -f -") { cat; echo "---"; } >> "$FAKE_LOG.applied" ;;
   *"get deployments -l app.kubernetes.io/instance=tcloud"*) printf 'tcloud-api\ntcloud-worker\n' ;;
   *"get deployments -l app.kubernetes.io/instance=temporal"*) printf 'temporal-frontend\ntemporal-history\n' ;;
   *"proxy/readyz"*) echo '{"status": "ready"}' ;;
@@ -223,6 +223,25 @@ def test_deploy_oke_turns_service_monitors_off_without_the_operator(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "serviceMonitor.enabled=false" in calls[index_of(calls, r"^helm upgrade --install tcloud ")]
     assert "server.metrics.serviceMonitor.enabled=false" in calls[index_of(calls, r"^helm upgrade --install temporal")]
+
+
+def test_deploy_oke_sets_public_hostnames_and_the_acme_issuer(tmp_path: Path) -> None:
+    result, calls = run_deploy(tmp_path, "oke", extra_env={
+        "TCLOUD_HOSTNAME": "cloud.example.org", "TCLOUD_TEMPORAL_HOSTNAME": "grpc.example.org",
+        "TCLOUD_ACME_EMAIL": "ops@example.org"})
+    assert result.returncode == 0, result.stderr
+    tcloud = calls[index_of(calls, r"^helm upgrade --install tcloud ")]
+    assert "api.ingress.host=cloud.example.org" in tcloud and "api.ingress.tls[0].hosts[0]=cloud.example.org" in tcloud
+    temporal = calls[index_of(calls, r"^helm upgrade --install temporal ")]
+    assert "server.frontend.ingress.hosts[0]=grpc.example.org" in temporal
+    assert "server.frontend.ingress.tls[0].hosts[0]=grpc.example.org" in temporal
+    # cert-manager comes before the charts whose ingresses ask it for certificates.
+    issuer = index_of(calls, r"^helm upgrade --install cert-manager ")
+    assert issuer < index_of(calls, r"^helm upgrade --install temporal ")
+    applied = [d for d in yaml.safe_load_all((tmp_path / "calls.log.applied").read_text()) if d]
+    issuers = [d for d in applied if d.get("kind") == "ClusterIssuer"]
+    assert len(issuers) == 1 and issuers[0]["metadata"]["name"] == "letsencrypt"
+    assert issuers[0]["spec"]["acme"]["email"] == "ops@example.org"
 
 
 def test_deploy_oke_rejects_unknown_options(tmp_path: Path) -> None:
