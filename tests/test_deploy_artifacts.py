@@ -426,6 +426,22 @@ def test_dockerfile_is_pinned_non_root_and_health_checked() -> None:
     assert exposed == {Settings().api_port, Settings().worker_metrics_port}
 
 
+def test_image_keeps_the_portals_files_where_the_api_looks_for_them() -> None:
+    """The API finds api/static and node_modules relative to its source: the image installs the code editable
+    under its WORKDIR and puts the npm packages beside it."""
+    from api.routes import portal
+
+    assert portal.STATIC == REPO / "api" / "static" and portal.NODE_MODULES == REPO / "node_modules"
+    stage = final_stage()
+    workdir = [a for ins, a in stage if ins == "WORKDIR"][-1]
+    copies = [a.split() for ins, a in stage if ins == "COPY"]
+    assert ["--from=build", workdir, workdir] in copies
+    assert ["--from=frontend", "/src/node_modules", f"{workdir}/node_modules"] in copies
+    build_stage = dockerfile_instructions()
+    assert ("RUN", "pip install -e .") in build_stage
+    assert ("WORKDIR", workdir) in build_stage[:build_stage.index(("RUN", "pip install -e ."))]
+
+
 def test_dockerfile_copies_every_python_package_and_nothing_ignored() -> None:
     include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     copied = [a.split()[:-1] for ins, a in dockerfile_instructions() if ins == "COPY" and "--from" not in a]
