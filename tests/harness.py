@@ -5,6 +5,7 @@ They come from ``tcloud.local.procs``, the same code ``deploy.sh local`` runs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -144,6 +145,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
         if value is None:
+            continue
+        if isinstance(value, dict):
+            env[f"TCLOUD_{name.upper()}"] = json.dumps(
+                {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in value.items()})
             continue
         raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
         env[f"TCLOUD_{name.upper()}"] = str(raw)
