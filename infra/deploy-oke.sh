@@ -35,6 +35,8 @@ TEMPORAL_CHART_VERSION="${TEMPORAL_CHART_VERSION:-1.0.0}"
 TEMPORAL_REPO="https://go.temporal.io/helm-charts"
 PROMETHEUS_STACK_VERSION="${PROMETHEUS_STACK_VERSION:-77.0.0}"
 CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.18.2}"
+# Metering looks back this far for a series' last value (TCLOUD_USAGE_BASELINE_LOOKBACK, 15d by default).
+PROMETHEUS_RETENTION="${PROMETHEUS_RETENTION:-15d}"
 INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-4.13.0}"
 TF_DIR="infra/terraform"
 
@@ -106,18 +108,32 @@ ensure_namespace() {
   kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | apply_stdin
 }
 
+# TCLOUD_BACKUP_EXTRA_DSNS for Temporal's two databases (user `temporal`, as in charts/temporal-values.yaml).
+temporal_dsns() {
+  python3 - "$TEMPORAL_POSTGRES_HOST" "$TEMPORAL_POSTGRES_PASSWORD" <<'PY'
+import json, sys, urllib.parse
+host, password = sys.argv[1], urllib.parse.quote(sys.argv[2], safe="")
+print(json.dumps({db: f"postgresql://temporal:{password}@{host}/{db}" for db in ("temporal", "temporal_visibility")}))
+PY
+}
+
 ensure_secrets() {
   if [ -n "${TCLOUD_POSTGRES_DSN:-}" ]; then
     : "${TCLOUD_STRIPE_API_KEY:?is required with TCLOUD_POSTGRES_DSN}"
     : "${TCLOUD_STRIPE_WEBHOOK_SECRET:?is required with TCLOUD_POSTGRES_DSN}"
     : "${TCLOUD_OPERATOR_TOKEN:?is required with TCLOUD_POSTGRES_DSN}"
+    local extra=()
+    if [ -n "${TEMPORAL_POSTGRES_HOST:-}" ] && [ -n "${TEMPORAL_POSTGRES_PASSWORD:-}" ]; then
+      # The daily backup dumps Temporal's persistence and visibility databases beside the platform's.
+      extra+=(--from-literal=TCLOUD_BACKUP_EXTRA_DSNS="$(temporal_dsns)")
+    fi
     log "secret tcloud-secrets"
     kubectl -n "$NAMESPACE" create secret generic tcloud-secrets \
       --from-literal=TCLOUD_POSTGRES_DSN="$TCLOUD_POSTGRES_DSN" \
       --from-literal=TCLOUD_STRIPE_API_KEY="$TCLOUD_STRIPE_API_KEY" \
       --from-literal=TCLOUD_STRIPE_WEBHOOK_SECRET="$TCLOUD_STRIPE_WEBHOOK_SECRET" \
       --from-literal=TCLOUD_OPERATOR_TOKEN="$TCLOUD_OPERATOR_TOKEN" \
-      --dry-run=client -o yaml | apply_stdin
+      "${extra[@]}" --dry-run=client -o yaml | apply_stdin
   elif ! secret_exists tcloud-secrets; then
     die "Secret tcloud-secrets is missing: set TCLOUD_POSTGRES_DSN, TCLOUD_STRIPE_API_KEY, TCLOUD_STRIPE_WEBHOOK_SECRET and TCLOUD_OPERATOR_TOKEN"
   fi
@@ -156,6 +172,7 @@ install_addons() {
     --repo https://prometheus-community.github.io/helm-charts --version "$PROMETHEUS_STACK_VERSION" \
     --namespace monitoring --create-namespace \
     --set prometheus.prometheusSpec.serviceMonitorSelectorNilUsesHelmValues=false \
+    --set-string "prometheus.prometheusSpec.retention=$PROMETHEUS_RETENTION" \
     --set grafana.sidecar.dashboards.enabled=true --set grafana.sidecar.dashboards.searchNamespace=ALL \
     --wait --timeout 15m
   log "ingress-nginx $INGRESS_NGINX_VERSION"

@@ -233,6 +233,26 @@ def test_config_and_secrets_become_the_processes_settings(variant: tuple[str, li
         assert api.jwt_private_key_file == Path(mount["mountPath"]) / item["path"]
 
 
+@pytest.mark.parametrize("bad", [
+    {"config": {"temporal_adress": "typo:7233"}},
+    {"secrets": {"values": {"postgres_dns": "typo"}}},
+    {"api": {"autoscaling": {"maxReplicas": 4}}},
+    {"worker": {"autoscaling": {"minReplicas": 0}}},
+], ids=["config-typo", "secret-typo", "api-max-4", "worker-min-0"])
+def test_helm_rejects_values_that_are_no_setting_or_break_the_bounds(bad: dict[str, Any]) -> None:
+    with pytest.raises(helm_python.HelmValuesError):
+        render(bad)
+
+
+def test_the_values_schema_names_only_settings() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    fields = Settings.model_fields
+    for name in schema["config"]["properties"]:
+        assert name in fields, f"values.schema.json: config.{name} is not a field of Settings"
+    for name in schema["secrets"]["properties"]["values"]["properties"]:
+        assert name in fields and "SecretStr" in str(fields[name].annotation), f"secrets.values.{name}"
+
+
 def test_every_config_value_of_the_chart_is_a_setting() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for key in {**values["config"], **production_values()["config"]}:

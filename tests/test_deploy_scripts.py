@@ -11,9 +11,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+
+from tcloud.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
@@ -242,6 +245,28 @@ def test_deploy_oke_sets_public_hostnames_and_the_acme_issuer(tmp_path: Path) ->
     issuers = [d for d in applied if d.get("kind") == "ClusterIssuer"]
     assert len(issuers) == 1 and issuers[0]["metadata"]["name"] == "letsencrypt"
     assert issuers[0]["spec"]["acme"]["email"] == "ops@example.org"
+
+
+def test_deploy_oke_backs_up_temporals_databases_and_keeps_prometheus_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "p@ss/w:rd %"
+    result, calls = run_deploy(tmp_path, "oke", extra_env={"TEMPORAL_POSTGRES_PASSWORD": password})
+    assert result.returncode == 0, result.stderr
+    secret = calls[index_of(calls, r"create secret generic tcloud-secrets ")]
+    value = re.search(r"--from-literal=TCLOUD_BACKUP_EXTRA_DSNS=(\{.*\}) --dry-run", secret)
+    assert value, secret
+    monkeypatch.setenv("TCLOUD_BACKUP_EXTRA_DSNS", value.group(1))
+    dsns = {name: dsn.get_secret_value() for name, dsn in Settings().backup_extra_dsns.items()}
+    stores = yaml.safe_load((REPO / "charts" / "temporal-values.yaml").read_text())[
+        "server"]["config"]["persistence"]["datastores"]
+    assert set(dsns) == {store["sql"]["databaseName"] for store in stores.values()}
+    for database, dsn in dsns.items():
+        url = urlsplit(dsn)
+        assert (url.username, unquote(url.password or ""), url.netloc.rsplit("@", 1)[1], url.path) == (
+            stores["default"]["sql"]["user"], password, SECRETS["TEMPORAL_POSTGRES_HOST"], f"/{database}")
+    # Prometheus keeps as much history as metering looks back for a series' last value.
+    stack = calls[index_of(calls, r"^helm upgrade --install kube-prometheus-stack ")]
+    assert f"prometheus.prometheusSpec.retention={Settings().usage_baseline_lookback}" in stack
 
 
 def test_deploy_oke_rejects_unknown_options(tmp_path: Path) -> None:
