@@ -40,34 +40,38 @@ def write_openmetrics(path: Path, namespaces: list[str], types: list[str], hour:
                       step: int, seed: int) -> dict[str, int]:
     """Samples from two hours before ``hour`` to a few minutes after it; returns the true billable count in it.
 
-    A reset leaves the counter below its previous value (the restarted process has counted less), as it does
-    for a server that ran a while before restarting.
+    Restarts are per process (scrape target): every series of a restarted instance starts again from zero, and
+    some of them may climb back above their old value before the first scrape.
     """
     rng = random.Random(seed)
     start = int((hour - 2 * HOUR).timestamp())
     stop = int((hour + HOUR + timedelta(minutes=5)).timestamp())
     lo, hi = int(hour.timestamp()), int((hour + HOUR).timestamp())
+    # Eight frontend processes share the namespaces; two of them restart during the hour.
+    instances = [f"10.0.0.{i}:9090" for i in range(8)]
+    restart_at = {instances[1]: rng.randrange(lo, hi), instances[5]: rng.randrange(lo, hi)}
     truth: dict[str, int] = {}
     with path.open("w") as out:
         out.write("# TYPE action unknown\n")
-        for ns in namespaces:
+        for n, ns in enumerate(namespaces):
             label = metering.sanitize_label_value(ns)
+            instance = instances[n % len(instances)]
             for kind in types:
-                # 1% of series are new within the hour (they count from zero), 5% see a server restart.
+                # 1% of series are new within the hour: they count from zero.
                 born = rng.randrange(lo, hi) if rng.random() < 0.01 else start
                 value = rng.randrange(0, 1000) if born == start else 0
-                reset_at = rng.randrange(lo, hi) if rng.random() < 0.05 else None
+                reset_at = restart_at.get(instance)
                 for ts in range(start, stop, step):
                     if ts < born:
                         continue
-                    inc = rng.randrange(1, 20)
                     if reset_at is not None and ts >= reset_at:
-                        value, reset_at = 0, None  # the server restarted: counts since then
+                        value, reset_at = 0, None  # the process restarted: counts since then
+                    inc = rng.randrange(0, 20)
                     value += inc
                     if lo <= ts < hi and metering.is_billable_action_type(kind):
                         truth[ns] = truth.get(ns, 0) + inc
-                    out.write(f'action{{action_type="{kind}",namespace="{label}",service_name="frontend"}} '
-                              f"{value} {ts}\n")
+                    out.write(f'action{{action_type="{kind}",instance="{instance}",job="temporal",'
+                              f'namespace="{label}",service_name="frontend"}} {value} {ts}\n')
         out.write("# EOF\n")
     return truth
 

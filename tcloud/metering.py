@@ -6,10 +6,11 @@ Nothing here does I/O; the activities in ``activities/usage.py`` feed it what Pr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from itertools import pairwise
 
 HOUR = timedelta(hours=1)
 GB = 10**9  # bytes: storage is priced per decimal gigabyte-hour
@@ -99,26 +100,32 @@ def series_key(labels: Mapping[str, str]) -> SeriesKey:
     return frozenset((k, v) for k, v in labels.items() if k != "__name__")
 
 
-def counter_delta(baseline: int | None, samples: Iterable[Sample]) -> int:
+def counter_delta(baseline: int | None, samples: Iterable[Sample], restarts: Sequence[float] = ()) -> int:
     """The exact number of events a counter observed over ``samples``.
 
     Args:
         baseline: the series' last value before the window, or None if the series had no earlier sample (a new
             series starts from zero, so its first value counts in full).
         samples: the raw samples inside the window, in time order.
+        restarts: scrape times after which the process exposing the series is known to have restarted (the
+            last sample before a drop in any series of the same scrape target): a pair of samples straddling one
+            is a reset even if the value did not drop.
 
     Returns:
-        The sum of the increments between consecutive samples; a drop is a counter reset (process restart), after
-        which the new value is what was counted since the restart. Never negative.
+        The sum of the increments between consecutive samples. A drop is a counter reset (process restart), and so
+        is a restart of the target between the two samples: either way the new value is what the new process
+        counted since it started. Never negative.
     """
     total = 0
     prev = baseline
-    for _, value in samples:
-        if prev is None or value < prev:
+    prev_ts = float("-inf")
+    for ts, value in samples:
+        restarted = any(prev_ts <= r < ts for r in restarts)
+        if prev is None or value < prev or restarted:
             total += value
         else:
             total += value - prev
-        prev = value
+        prev, prev_ts = value, ts
     return total
 
 
@@ -128,6 +135,32 @@ class WindowSeries:
 
     labels: Mapping[str, str]
     samples: list[Sample]
+
+
+TARGET_LABELS = ("job", "instance")
+
+
+def target_of(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The scrape target (one server process) a series comes from."""
+    return tuple(labels.get(name, "") for name in TARGET_LABELS)
+
+
+def target_restarts(window: Iterable[WindowSeries]) -> dict[tuple[str, ...], list[float]]:
+    """For each scrape target, the scrape times after which it restarted within the window.
+
+    Counters never drop within one process, and a series, once created, is in every scrape of its process. So
+    when a series drops between two samples at ``p`` and ``r``, the scrape at ``p`` was the old process's and every
+    later scrape the new one's: any series of the same target with samples on both sides of ``p`` was reset, even
+    one that climbed back above its old value before the first scrape. Only drops between two samples inside the
+    window count: a drop from the baseline (whose time is not known) resets only its own series.
+    """
+    out: dict[tuple[str, ...], set[float]] = {}
+    for series in window:
+        ordered = sorted(series.samples)
+        for (p, before), (_, after) in pairwise(ordered):
+            if after < before:
+                out.setdefault(target_of(series.labels), set()).add(p)
+    return {target: sorted(times) for target, times in out.items()}
 
 
 def action_deltas(
@@ -143,13 +176,16 @@ def action_deltas(
     Returns:
         ``{label value: {action_type: count}}``, only for billable types with a positive count.
     """
+    window = list(window)
+    restarts = target_restarts(window)
     out: dict[str, dict[str, int]] = {}
     for series in window:
         action_type = series.labels.get("action_type", "")
         ns_label = series.labels.get(namespace_label)
         if ns_label is None or not is_billable_action_type(action_type):
             continue
-        delta = counter_delta(baselines.get(series_key(series.labels)), sorted(series.samples))
+        delta = counter_delta(baselines.get(series_key(series.labels)), sorted(series.samples),
+                              restarts.get(target_of(series.labels), ()))
         if delta:
             per_type = out.setdefault(ns_label, {})
             per_type[action_type] = per_type.get(action_type, 0) + delta

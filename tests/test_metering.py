@@ -128,3 +128,35 @@ def test_namespace_label_name_comes_from_settings() -> None:
                             "action_type": "command_StartTimer"}, [(1, 3)])]
     assert metering.action_deltas(window, {}, namespace_label="exported_namespace") == {
         "orders_acme": {"command_StartTimer": 3}}
+
+
+def test_a_restart_seen_in_one_series_resets_every_series_of_that_target() -> None:
+    def series(instance: str, kind: str, samples: list[tuple[float, int]]) -> WindowSeries:
+        return WindowSeries({"job": "temporal", "instance": instance, "namespace": "orders_acme",
+                             "action_type": kind}, samples)
+
+    busy = series("a:1", "command_ScheduleActivityTask", [(10, 105), (20, 3)])  # dropped: a:1 restarted at 20
+    quiet = series("a:1", "grpc_StartWorkflowExecution", [(10, 2), (20, 6)])  # climbed 2 -> 6 across the restart
+    other = series("b:1", "command_StartTimer", [(10, 2), (20, 6)])  # another process: no restart
+    baselines = {metering.series_key(busy.labels): 100, metering.series_key(quiet.labels): 2,
+                 metering.series_key(other.labels): 2}
+    assert metering.target_restarts([busy, quiet, other]) == {("temporal", "a:1"): [10]}
+    got = metering.action_deltas([busy, quiet, other], baselines, namespace_label="namespace")
+    assert got == {"orders_acme": {"command_ScheduleActivityTask": 5 + 3, "grpc_StartWorkflowExecution": 6,
+                                   "command_StartTimer": 4}}
+
+
+def test_a_known_restart_after_the_baseline_counts_the_first_sample_from_zero() -> None:
+    assert metering.counter_delta(50, [(5, 60), (9, 70)], restarts=[4]) == 70
+    assert metering.counter_delta(50, [(5, 60), (9, 70)], restarts=[5]) == 10 + 70
+
+
+def test_a_drop_from_the_baseline_resets_only_its_own_series() -> None:
+    """The baseline's time is unknown: the restart may predate another series' baseline, so it proves nothing."""
+    target = {"job": "t", "instance": "a", "namespace": "x"}
+    dropped = WindowSeries({**target, "action_type": "command_StartTimer"}, [(10, 1)])
+    climbed = WindowSeries({**target, "action_type": "grpc_SignalWorkflowExecution"}, [(10, 9)])
+    baselines = {metering.series_key(dropped.labels): 5, metering.series_key(climbed.labels): 7}
+    assert metering.target_restarts([dropped, climbed]) == {}
+    assert metering.action_deltas([dropped, climbed], baselines, namespace_label="namespace") == {
+        "x": {"command_StartTimer": 1, "grpc_SignalWorkflowExecution": 2}}

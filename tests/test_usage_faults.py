@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tcloud.metering import HOUR, floor_hour
+from tcloud.metering import HOUR, floor_hour, is_billable_action_type
 from tcloud.settings import Settings
 from tcloud.temporal import DATA_CONVERTER
 from tests import harness
-from tests.usage_fixtures import collect_provisional, create_tenant, ledger_quantity, wait_prometheus_total
+from tests.usage_fixtures import Tenant, collect_provisional, create_tenant, ledger_quantity, wait_prometheus_total
 from tests.usage_workload import billable, cloud_actions_of, run_workload, settled_server_counter, tenant_worker
 from workflows.usage import UsageHourlyInput, UsageHourlyWorkflow
 
@@ -58,40 +58,56 @@ def _hours_since(start: datetime) -> list[datetime]:
     return [first] if first == last else [first, last]
 
 
+async def _wait_for_room_in_this_hour(minutes: int) -> None:
+    """Start close to an hour's end in the next hour, so the phases before and after a restart share one window."""
+    now = datetime.now(UTC)
+    left = floor_hour(now) + HOUR - now
+    if left < timedelta(minutes=minutes):
+        await asyncio.sleep(left.total_seconds() + 2)
+
+
+async def _phase(server: harness.TemporalServer, prom: PrometheusConnect, runs: dict[Tenant, int],
+                 tag: str) -> dict[Tenant, tuple[int, dict[str, int]]]:
+    """Run ``runs[tenant]`` orders in each tenant's namespace; its Cloud count and settled server counter."""
+    out = {}
+    for tenant, completed in runs.items():
+        client = await _own_client(server, tenant.namespace)
+        async with tenant_worker(client):
+            handles = await run_workload(client, prefix=f"{tag}-{secrets.token_hex(2)}", completed=completed, held=0)
+            expected = await cloud_actions_of(handles)
+        counter = await asyncio.to_thread(settled_server_counter, server.ports.metrics, tenant.label,
+                                          at_least=expected)
+        await asyncio.to_thread(wait_prometheus_total, prom, tenant.label, sum(counter.values()))
+        out[tenant] = (expected, counter)
+    return out
+
+
 async def test_server_restart_mid_hour_loses_and_doubles_nothing(
         worker: None, pool: asyncpg.Pool, temporal_client: Client, settings: Settings,
         own_temporal: harness.TemporalServer, own_prometheus: harness.Prometheus) -> None:
+    await _wait_for_room_in_this_hour(minutes=4)
     began = datetime.now(UTC)
-    port = own_temporal.ports.metrics
     prom = PrometheusConnect(own_prometheus.url, disable_ssl=True)
-    tenant = await create_tenant(pool, await _own_client(own_temporal, "default"))
+    busy = await create_tenant(pool, await _own_client(own_temporal, "default"))
+    quiet = await create_tenant(pool, await _own_client(own_temporal, "default"))
 
-    client = await _own_client(own_temporal, tenant.namespace)
-    async with tenant_worker(client):
-        first = await run_workload(client, prefix=f"pre-{secrets.token_hex(2)}", completed=5, held=0)
-        expected_first = await cloud_actions_of(first)
-        before_restart = await asyncio.to_thread(settled_server_counter, port, tenant.label, at_least=expected_first)
-        await asyncio.to_thread(wait_prometheus_total, prom, tenant.label, sum(before_restart.values()))
-
+    # Before the restart `busy` does much and `quiet` little; after it, the other way round: `quiet`'s counters
+    # climb back above their old values without ever dropping, and only `busy`'s drop reveals the restart.
+    before = await _phase(own_temporal, prom, {busy: 5, quiet: 1}, "pre")
     await asyncio.to_thread(own_temporal.restart)
-
-    client = await _own_client(own_temporal, tenant.namespace)
-    async with tenant_worker(client):
-        second = await run_workload(client, prefix=f"post-{secrets.token_hex(2)}", completed=2, held=0)
-        expected_second = await cloud_actions_of(second)
-        after_restart = await asyncio.to_thread(settled_server_counter, port, tenant.label, at_least=expected_second)
-        await asyncio.to_thread(wait_prometheus_total, prom, tenant.label, sum(after_restart.values()))
-    # The counter really restarted from zero.
-    assert billable(after_restart) == expected_second < billable(before_restart) == expected_first
+    after = await _phase(own_temporal, prom, {busy: 1, quiet: 4}, "post")
+    assert billable(after[busy][1]) < billable(before[busy][1])
+    assert all(after[quiet][1][k] > v for k, v in before[quiet][1].items() if is_billable_action_type(k))
 
     hours = _hours_since(began)
     for hour in hours:
         out = await collect_provisional(temporal_client, settings, "actions", hour)
         assert out.prometheus_queries <= 3
-    ledger = await ledger_quantity(pool, tenant.namespace, "actions", hours)
-    assert ledger == billable(before_restart) + billable(after_restart) == expected_first + expected_second
-    negative = await pool.fetchval("SELECT count(*) FROM usage_ledger WHERE quantity < 0")
-    assert negative == 0
+    for tenant in (busy, quiet):
+        ledger = await ledger_quantity(pool, tenant.namespace, "actions", hours)
+        server_total = billable(before[tenant][1]) + billable(after[tenant][1])  # each process counted from zero
+        assert ledger == server_total == before[tenant][0] + after[tenant][0], tenant
+    assert await pool.fetchval("SELECT count(*) FROM usage_ledger WHERE quantity < 0") == 0
 
 
 async def test_prometheus_outage_then_missed_hours_filled_exactly_once(
