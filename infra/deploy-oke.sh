@@ -5,9 +5,9 @@
 #   --apply          first run Terraform in infra/terraform (VCN, OKE, node pool 1-3, backup bucket, budget),
 #                    then write the kubeconfig of the new cluster with the OCI CLI
 #   (always)         create/refresh the Kubernetes Secrets from the environment; install or upgrade
-#                    kube-prometheus-stack, ingress-nginx and cert-manager (unless --skip-addons), the official
-#                    Temporal chart with charts/temporal-values.yaml (unless --skip-temporal) and its search
-#                    attributes, then charts/tcloud; finally check the rollout with infra/oke-status.sh.
+#                    kube-prometheus-stack, metrics-server, ingress-nginx and cert-manager (unless --skip-addons), the
+#                    official Temporal chart with charts/temporal-values.yaml (unless --skip-temporal) and its
+#                    search attributes, then charts/tcloud; finally check the rollout with infra/oke-status.sh.
 #
 # Environment (secrets come from the CI's repository secrets or the operator's shell, never from files here):
 #   TCLOUD_OKE_NAMESPACE          Kubernetes namespace (default tcloud)
@@ -38,6 +38,7 @@ CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.18.2}"
 # Metering looks back this far for a series' last value (TCLOUD_USAGE_BASELINE_LOOKBACK, 15d by default).
 PROMETHEUS_RETENTION="${PROMETHEUS_RETENTION:-15d}"
 INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-4.13.0}"
+METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-3.13.0}"
 TF_DIR="infra/terraform"
 
 APPLY=0
@@ -175,6 +176,10 @@ install_addons() {
     --set-string "prometheus.prometheusSpec.retention=$PROMETHEUS_RETENTION" \
     --set grafana.sidecar.dashboards.enabled=true --set grafana.sidecar.dashboards.searchNamespace=ALL \
     --wait --timeout 15m
+  log "metrics-server $METRICS_SERVER_VERSION (CPU metrics for the HorizontalPodAutoscalers)"
+  helm upgrade --install metrics-server metrics-server \
+    --repo https://kubernetes-sigs.github.io/metrics-server/ --version "$METRICS_SERVER_VERSION" \
+    --namespace kube-system --wait --timeout 10m
   log "ingress-nginx $INGRESS_NGINX_VERSION"
   helm upgrade --install ingress-nginx ingress-nginx \
     --repo https://kubernetes.github.io/ingress-nginx --version "$INGRESS_NGINX_VERSION" \

@@ -175,6 +175,7 @@ def test_deploy_oke_apply_runs_terraform_then_helm_then_checks(tmp_path: Path) -
         index_of(calls, r"^oci ce cluster create-kubeconfig --cluster-id out-cluster_id --region out-region"),
         index_of(calls, r"^kubectl -n tcloud create secret generic tcloud-secrets "),
         index_of(calls, r"^helm upgrade --install kube-prometheus-stack "),
+        index_of(calls, r"^helm upgrade --install metrics-server "),
         index_of(calls, r"^helm upgrade --install temporal temporal .*-f charts/temporal-values.yaml"),
         index_of(calls, r"^kubectl -n tcloud exec deploy/temporal-admintools "),
         index_of(calls, r"^helm upgrade --install tcloud charts/tcloud "),
@@ -182,14 +183,14 @@ def test_deploy_oke_apply_runs_terraform_then_helm_then_checks(tmp_path: Path) -
         index_of(calls, r"^kubectl get --raw /api/v1/namespaces/tcloud/services/tcloud-api:http/proxy/readyz"),
     ]
     assert order == sorted(order)
-    tcloud = calls[order[7]]
+    tcloud = calls[order[8]]
     assert "-f charts/tcloud/values.yaml -f charts/tcloud/values-production.yaml" in tcloud
     assert "image.tag=abc123" in tcloud and "--atomic" in tcloud
     # Settings from Terraform's outputs reach the chart.
     for setting, output in (("oci_namespace", "objectstorage_namespace"), ("oci_bucket", "backup_bucket"),
                             ("oci_region", "region")):
         assert f"config.{setting}=out-{output}" in tcloud
-    temporal = calls[order[5]]
+    temporal = calls[order[6]]
     assert "datastores.default.sql.connectAddr=db:5432" in temporal
     assert "all checks passed" in result.stdout
 
