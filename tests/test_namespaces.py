@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
@@ -212,3 +214,15 @@ async def test_suspended_account_reads_but_cannot_change(api: TestClient, operat
     assert (await resp.json())["status"] == "active"
     resp = await api.post(f"/cloud/namespaces/{ns}/token", headers=tenant.headers)
     assert resp.status == 200
+
+
+async def test_concurrent_creates_of_one_name_start_one_workflow(api: TestClient, account: TestAccount,
+                                                                 pool: asyncpg.Pool) -> None:
+    name = unique("race-")
+    answers = await asyncio.gather(*(
+        api.post("/cloud/namespaces", headers=account.headers, json={"spec": {"name": name}}) for _ in range(4)))
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [202, 409, 409, 409], statuses
+    op_id = (await next(r for r in answers if r.status == 202).json())["asyncOperation"]["id"]
+    assert (await wait_operation(api, account.headers, op_id)).state == FULFILLED
+    assert await pool.fetchval("SELECT count(*) FROM async_operations WHERE resource = $1", f"{name}.{account.id}") == 1

@@ -103,6 +103,7 @@ async def test_kill_9_mid_provisioning_leaves_one_customer_and_one_namespace(
         assert resp.status == 201, body
         account = TestAccount(account_id, body["apiKey"]["token"], body["apiKey"]["id"])
         mid_flight = await kill_when_running(temporal_client, account_setup_workflow_id(account_id), worker_proc)
+        print(f"account set-up: kill -9 landed {'mid-flight' if mid_flight else 'after completion'}")
         await asyncio.to_thread(worker_proc.start)
         customer = await wait_stripe_customer(pool, account_id, within=120)
         assert await stripe_customers_of(stripe_api, account_id) == [customer]
@@ -120,6 +121,7 @@ async def test_kill_9_mid_provisioning_leaves_one_customer_and_one_namespace(
         created = await resp.json()
         ns = created["namespace"]
         mid_flight = await kill_when_running(temporal_client, create_workflow_id(ns), worker_proc)
+        print(f"namespace provisioning: kill -9 landed {'mid-flight' if mid_flight else 'after completion'}")
         await asyncio.to_thread(worker_proc.start)
         op = await wait_operation(crash_api, account.headers, created["asyncOperation"]["id"], within=180)
         assert op.failure_reason == "" and op.state == op.STATE_FULFILLED
