@@ -10,7 +10,18 @@ from aiohttp import web
 from api import metrics
 from api.errors import error_middleware
 from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
-from api.routes import accounts, apikeys, backups, billing, health, namespaces, portal, usage, webhooks
+from api.routes import (
+    accounts,
+    apikeys,
+    backups,
+    billing,
+    console,
+    health,
+    namespaces,
+    portal,
+    usage,
+    webhooks,
+)
 from tcloud.clients import stripe_client
 from tcloud.db import create_pool
 from tcloud.settings import Settings
@@ -26,7 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
-    for module in (health, accounts, apikeys, namespaces, usage, billing, webhooks, backups, portal):
+    for module in (health, accounts, apikeys, namespaces, usage, billing, webhooks, backups, console, portal):
         app.add_routes(module.routes)
     return app
 

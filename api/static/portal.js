@@ -189,8 +189,8 @@ async function usageView() {
         h("label", { for: "u-gran" }, "Granularity", gran), h("button", { type: "submit" }, "Show")), out));
   view(estimate, "estimate", async () => {
     const up = await api("GET", "/cloud/billing/upcoming");
-    return [h("div", { class: "figure" }, money(up.totalCents ?? up.total_cents ?? 0, up.currency)),
-            h("div", { class: "muted" }, "estimated, from usage collected so far")];
+    return [h("div", { class: "figure", "data-testid": "estimate-total" }, money(up.total_cents, up.currency)),
+            h("div", { class: "muted" }, `${up.period}, ${up.plan} plan: estimated from usage collected so far`)];
   });
   await load();
 }
@@ -206,11 +206,13 @@ async function invoicesView(id) {
       const inv = await api("GET", `/cloud/billing/invoices/${encodeURIComponent(id)}`);
       return [
         h("p", {}, `Period ${inv.period} · `, stateBadge(inv.status), " · ",
-          h("strong", { "data-testid": "invoice-total" }, money(inv.totalCents, inv.currency))),
-        inv.hostedInvoiceUrl ? h("p", {}, h("a", { href: inv.hostedInvoiceUrl, target: "_blank", rel: "noopener" },
-                                            "Open the Stripe invoice")) : null,
-        table([{ label: "Line", key: "description" }, { label: "Quantity", key: "quantity", num: true },
-               { label: "Amount", num: true, render: (l) => money(l.amountCents, inv.currency) }],
+          h("strong", { "data-testid": "invoice-total" }, money(inv.total_cents, inv.currency))),
+        inv.last_payment_error ? failure({ message: `Last payment attempt failed: ${inv.last_payment_error}` }) : null,
+        inv.hosted_invoice_url ? h("p", {}, h("a", { href: inv.hosted_invoice_url, target: "_blank",
+                                                     rel: "noopener" }, "Open the Stripe invoice")) : null,
+        table([{ label: "Line", key: "description" }, { label: "Quantity", render: (l) => `${l.quantity} ${l.unit}`,
+                 num: true },
+               { label: "Amount", num: true, render: (l) => money(l.amount_cents, inv.currency) }],
               inv.lines || [], { testid: "invoice-lines" }),
         h("p", {}, h("a", { href: "#/invoices" }, "← All invoices")),
       ];
@@ -223,7 +225,7 @@ async function invoicesView(id) {
     return table([
       { label: "Period", render: (i) => h("a", { href: `#/invoices/${i.id}` }, i.period) },
       { label: "Status", render: (i) => stateBadge(i.status) },
-      { label: "Total", num: true, render: (i) => money(i.totalCents, i.currency) },
+      { label: "Total", num: true, render: (i) => money(i.total_cents, i.currency) },
     ], invoices, { testid: "invoices" });
   });
 }
@@ -272,21 +274,29 @@ async function alertsView() {
   const box = h("div");
   const status = h("div", { "aria-live": "polite" });
   const amount = h("input", { id: "alert-amount", type: "number", min: 1, step: "0.01", required: true });
+  let current = [];
+  async function save(thresholds) {
+    try {
+      ({ thresholds_cents: current } = await api("PUT", "/cloud/billing/alerts", { thresholds_cents: thresholds }));
+      status.replaceChildren();
+    } catch (err) { status.replaceChildren(failure(err)); }
+    await refresh();
+  }
   const form = h("form", { class: "inline", "data-testid": "create-alert", onsubmit: async (ev) => {
     ev.preventDefault();
-    try {
-      await api("POST", "/cloud/billing/alerts", { thresholdCents: Math.round(Number(amount.value) * 100) });
-      amount.value = "";
-      await refresh();
-    } catch (err) { status.replaceChildren(failure(err)); }
+    await save([...current, Math.round(Number(amount.value) * 100)]);
+    amount.value = "";
   } }, h("label", { for: "alert-amount" }, "Notify me when the month reaches (USD)", amount),
   h("button", { type: "submit" }, "Add alert"));
   async function refresh() {
     await view(box, "alerts", async () => {
-      const { alerts = [] } = await api("GET", "/cloud/billing/alerts");
-      if (!alerts.length) return empty("No spend alerts.");
-      return table([{ label: "Threshold", num: true, render: (a) => money(a.thresholdCents) }], alerts,
-                   { testid: "alerts" });
+      ({ thresholds_cents: current } = await api("GET", "/cloud/billing/alerts"));
+      if (!current.length) return empty("No spend alerts.");
+      return table([{ label: "Threshold", num: true, render: (c) => money(c) },
+                    { label: "", render: (c) => h("button", { class: "danger", type: "button",
+                      "aria-label": `Remove the ${money(c)} alert`,
+                      onclick: () => save(current.filter((x) => x !== c)) }, "Remove") }],
+                   current, { testid: "alerts" });
     });
   }
   main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Spend alerts"), form, status, box));
