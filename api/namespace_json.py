@@ -25,12 +25,14 @@ _STATE = {
 }
 
 
-def checked_spec(spec: NamespaceSpec, *, name: str | None = None) -> tuple[str, int]:
+def checked_spec(spec: NamespaceSpec, *, name: str | None = None,
+                 retention_default: int = RETENTION_DEFAULT) -> tuple[str, int]:
     """The name and retention of a requested spec, or a 400 saying what is wrong.
 
     Args:
         spec: the spec from the request.
         name: for an update, the namespace's name (the spec may repeat it, not change it).
+        retention_default: the retention when the spec leaves it out (an update keeps the current one).
     """
     unsupported = sorted(f.json_name for f, _ in spec.ListFields() if f.name not in SUPPORTED_SPEC_FIELDS)
     if unsupported:
@@ -42,7 +44,7 @@ def checked_spec(spec: NamespaceSpec, *, name: str | None = None) -> tuple[str, 
         problem = name_problem(spec.name) if spec.name else "spec.name is required"
         if problem:
             raise ApiError(400, problem)
-    retention = spec.retention_days or RETENTION_DEFAULT
+    retention = spec.retention_days or retention_default
     if not RETENTION_MIN <= retention <= RETENTION_MAX:
         raise ApiError(400, f"spec.retentionDays must be between {RETENTION_MIN} and {RETENTION_MAX}")
     return name or spec.name, retention

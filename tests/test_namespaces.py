@@ -18,8 +18,10 @@ from temporalio.api.cloud.operation.v1 import AsyncOperation
 from temporalio.api.cloud.resource.v1 import ResourceState
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
+from temporalio.worker import Replayer
 
 from tcloud.settings import Settings
+from tcloud.temporal import DATA_CONVERTER
 from tests.accounts_fixtures import (
     TestAccount,
     create_account,
@@ -27,6 +29,14 @@ from tests.accounts_fixtures import (
     describe_on_server,
     unique,
     wait_operation,
+)
+from workflows.namespaces import (
+    CreateNamespaceWorkflow,
+    DeleteNamespaceWorkflow,
+    UpdateNamespaceWorkflow,
+    create_workflow_id,
+    delete_workflow_id,
+    update_workflow_id,
 )
 
 FULFILLED = AsyncOperation.STATE_FULFILLED
@@ -226,3 +236,22 @@ async def test_concurrent_creates_of_one_name_start_one_workflow(api: TestClient
     op_id = (await next(r for r in answers if r.status == 202).json())["asyncOperation"]["id"]
     assert (await wait_operation(api, account.headers, op_id)).state == FULFILLED
     assert await pool.fetchval("SELECT count(*) FROM async_operations WHERE resource = $1", f"{name}.{account.id}") == 1
+
+
+async def test_provisioning_workflows_replay_deterministically(api: TestClient, account: TestAccount,
+                                                               temporal_client: Client) -> None:
+    ns, op = await create_namespace(api, account, unique("replay-"), retention_days=4)
+    assert op.state == FULFILLED
+    resp = await api.post(f"/cloud/namespaces/{ns}", headers=account.headers, json={"spec": {}})
+    assert resp.status == 202
+    assert (await wait_operation(api, account.headers, (await resp.json())["asyncOperation"]["id"])).state == FULFILLED
+    resp = await api.get(f"/cloud/namespaces/{ns}", headers=account.headers)
+    assert Parse(await resp.text(), GetNamespaceResponse()).namespace.spec.retention_days == 4, \
+        "an update without retentionDays keeps the retention"
+    resp = await api.delete(f"/cloud/namespaces/{ns}", headers=account.headers)
+    assert (await wait_operation(api, account.headers, (await resp.json())["asyncOperation"]["id"])).state == FULFILLED
+    replayer = Replayer(workflows=[CreateNamespaceWorkflow, UpdateNamespaceWorkflow, DeleteNamespaceWorkflow],
+                        data_converter=DATA_CONVERTER)
+    for workflow_id in (create_workflow_id(ns), update_workflow_id(ns, 2), delete_workflow_id(ns)):
+        history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
+        await replayer.replay_workflow(history)

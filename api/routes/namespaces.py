@@ -178,7 +178,7 @@ async def update_namespace(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         row = await _owned_row(conn, ns, customer.account_id, lock=True)
         customer.require_writable()
-        _, retention = checked_spec(body.spec, name=row["name"])
+        _, retention = checked_spec(body.spec, name=row["name"], retention_default=row["retention_days"])
         _check_version(row, body.resource_version)
         if row["state"] != "active":
             raise ApiError(409, f"namespace {ns} is {row['state']}: only an active namespace can be updated")
