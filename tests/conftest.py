@@ -31,6 +31,8 @@ from tcloud.temporal import DATA_CONVERTER, connect
 from tests import harness
 from workers.main import run_worker
 
+pytest_plugins = ["tests.figures"]
+
 CONTROL_NAMESPACE = "tcloud-system"
 OPERATOR_TOKEN = "test-operator-token-" + secrets.token_hex(8)
 WORKER_METRICS_PORT = procs.free_port()

@@ -258,9 +258,9 @@ async function keysView() {
       return table([
         { label: "Name", render: (k) => k.spec.displayName },
         { label: "Id", render: (k) => k.id },
-        { label: "State", render: (k) => k.spec.disabled ? badge("revoked", "bad") : stateBadge(k.state) },
+        { label: "State", render: (k) => stateBadge(k.state) },
         { label: "Created", render: (k) => (k.createdTime || "").slice(0, 16).replace("T", " ") },
-        { label: "", render: (k) => k.spec.disabled ? "" : h("button", { class: "danger", type: "button",
+        { label: "", render: (k) => h("button", { class: "danger", type: "button",
             "aria-label": `Revoke ${k.spec.displayName}`, onclick: () => revoke(k) }, "Revoke") },
       ], apiKeys, { testid: "api-keys" });
     });
