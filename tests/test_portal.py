@@ -151,7 +151,8 @@ async def test_namespace_usage_invoice_and_keys(
         link = console.locator(f"a[data-workflow-id='billing/{customer.id}/{period}']")
         href = await link.get_attribute("href")
         assert href is not None and href.startswith(settings.temporal_ui_url)
-        assert unquote(href).endswith(f"/namespaces/{settings.control_namespace}/workflows/billing/{customer.id}/{period}")
+        workflow_path = f"/namespaces/{settings.control_namespace}/workflows/billing/{customer.id}/{period}"
+        assert unquote(href).endswith(workflow_path)
         await screenshot(console, "console-billing-run")
 
         # The link opens the workflow in the real Temporal UI.
