@@ -54,6 +54,7 @@ class PendingHoursInput:
     collector: str
     through: datetime  # exclusive
     max_hours: int = 168
+    from_hour: datetime | None = None  # also owe missing hours from here (default: the hour before `through`)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class UsageActivities:
     async def pending_hours(self, params: PendingHoursInput) -> PendingHoursOutput:
         """The hours a collector still owes before ``through``, from its watermark."""
         hours, more = await usage_ledger.pending_hours(self._pool, params.collector, params.through,
-                                                       params.max_hours)
+                                                       params.max_hours, params.from_hour)
         return PendingHoursOutput(hours, more)
 
     @activity.defn

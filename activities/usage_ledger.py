@@ -89,18 +89,21 @@ async def _advance_watermark(conn: asyncpg.Connection, collector: str, hour: dat
     )
 
 
-async def pending_hours(pool: asyncpg.Pool, collector: str, through: datetime,
-                        max_hours: int) -> tuple[list[datetime], bool]:
+async def pending_hours(pool: asyncpg.Pool, collector: str, through: datetime, max_hours: int,
+                        from_hour: datetime | None = None) -> tuple[list[datetime], bool]:
     """The hours before ``through`` the collector still owes, oldest first, at most ``max_hours``.
 
-    They start at the watermark (or, before any collection, at the hour before ``through``).
+    They start at the watermark, or earlier at ``from_hour`` (default: the hour before ``through``), so a run for
+    an old hour (a schedule backfill) or an operator's range also fills hours below the watermark that are missing.
 
     Returns:
         ``(hours, more)``: ``more`` says hours beyond ``max_hours`` remain.
     """
     through = floor_hour(through)
     mark = await pool.fetchval("SELECT collected_through FROM usage_watermarks WHERE collector = $1", collector)
-    start = mark if mark is not None else through - HOUR
+    start = floor_hour(from_hour) if from_hour is not None else through - HOUR
+    if mark is not None:
+        start = min(start, mark)
     done = {r["hour"] for r in await pool.fetch(
         "SELECT hour FROM usage_collected_hours WHERE collector = $1 AND hour >= $2 AND hour < $3",
         collector, start, through)}

@@ -13,7 +13,13 @@ from decimal import ROUND_HALF_UP, Decimal
 import asyncpg
 import pytest_asyncio
 from prometheus_api_client import PrometheusConnect
-from temporalio.client import Client, ScheduleIntervalSpec, ScheduleOverlapPolicy, WorkflowHandle
+from temporalio.client import (
+    Client,
+    ScheduleBackfill,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    WorkflowHandle,
+)
 from temporalio.worker import Replayer
 
 from activities.usage import CollectHourInput
@@ -170,6 +176,20 @@ async def test_schedule_collects_the_closed_hour_exactly_once(
         await replayer.replay_workflow(await run.fetch_history())
         child = temporal_client.get_workflow_handle(f"usage/actions/{hour_id(closed)}")
         await replayer.replay_workflow(await child.fetch_history())
+
+        # An operator's backfill of two past schedule times fills the two hours before them, below the watermark.
+        old = [through - 4 * HOUR, through - 3 * HOUR]
+        # (The Schedule fires at :02, so the range holds two firings: 3 h and 2 h before `through`.)
+        await handle.backfill(ScheduleBackfill(start_at=through - 3 * HOUR,
+                                               end_at=through - 2 * HOUR + timedelta(minutes=5),
+                                               overlap=ScheduleOverlapPolicy.ALLOW_ALL))
+        for _ in range(300):
+            got = await pool.fetch("SELECT collector, hour FROM usage_collected_hours "
+                                   "WHERE hour = ANY($1::timestamptz[]) ORDER BY collector, hour", old)
+            if len(got) == 4:
+                break
+            await asyncio.sleep(0.2)
+        assert [(r["collector"], r["hour"]) for r in got] == [(c, h) for c in ("actions", "storage") for h in old]
     finally:
         await handle.delete()
 

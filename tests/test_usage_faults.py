@@ -106,7 +106,7 @@ async def test_server_restart_mid_hour_loses_and_doubles_nothing(
     for tenant in (busy, quiet):
         ledger = await ledger_quantity(pool, tenant.namespace, "actions", hours)
         server_total = billable(before[tenant][1]) + billable(after[tenant][1])  # each process counted from zero
-        assert ledger == server_total == before[tenant][0] + after[tenant][0], tenant
+        assert ledger == server_total == before[tenant][0] + after[tenant][0], tenant.namespace
     assert await pool.fetchval("SELECT count(*) FROM usage_ledger WHERE quantity < 0") == 0
 
 

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.usage import CollectHourInput, CollectHourOutput, PendingHoursInput, UsageActivities
     from tcloud.metering import COLLECTORS, floor_hour, hour_id
 
+# Set by the server on workflows a Schedule starts: the nominal time, also for backfills of past times.
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 _COLLECT_TIMEOUT = timedelta(minutes=10)
 # Prometheus or Temporal may be down for hours: keep retrying, at most a minute apart.
 _COLLECT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
@@ -30,10 +32,15 @@ def collect_workflow_id(collector: str, hour: datetime) -> str:
 
 @dataclass
 class UsageHourlyInput:
-    """``through`` (exclusive) defaults to the start of the current hour: every closed hour is owed."""
+    """Collect every missing hour in ``[min(from_hour, watermark), through)``.
+
+    ``through`` (exclusive) defaults to the hour of the run's nominal time: the Schedule's scheduled time (also for
+    a backfill of past times), else now. ``from_hour`` defaults to the hour before ``through``.
+    """
 
     through: datetime | None = None
     max_hours: int = 168
+    from_hour: datetime | None = None
 
 
 @dataclass
@@ -63,12 +70,14 @@ class UsageHourlyWorkflow:
 
     @workflow.run
     async def run(self, params: UsageHourlyInput) -> UsageHourlyOutput:
-        through = floor_hour(params.through or workflow.now())
+        scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
+        through = floor_hour(params.through or scheduled or workflow.now())
         out = UsageHourlyOutput()
         more = False
         for collector in COLLECTORS:
             pending = await workflow.execute_activity_method(
-                UsageActivities.pending_hours, PendingHoursInput(collector, through, params.max_hours),
+                UsageActivities.pending_hours,
+                PendingHoursInput(collector, through, params.max_hours, params.from_hour),
                 start_to_close_timeout=timedelta(seconds=30),
             )
             more = more or pending.more
@@ -83,5 +92,5 @@ class UsageHourlyWorkflow:
                     continue
                 out.collected.setdefault(collector, []).append(hour)
         if more:
-            workflow.continue_as_new(UsageHourlyInput(through=through, max_hours=params.max_hours))
+            workflow.continue_as_new(UsageHourlyInput(through, params.max_hours, params.from_hour))
         return out
