@@ -9,7 +9,10 @@ from aiohttp import web
 
 from api.errors import ApiError
 from api.keys import POOL, SETTINGS
+from api.throttle import client_address, throttle_of
 from tcloud import apikeys
+
+_NO_HASH = bytes(32)  # compared against when no key has the presented prefix
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,20 @@ def is_operator(request: web.Request) -> bool:
 def require_operator(request: web.Request) -> None:
     if bearer(request) is None:
         raise ApiError(401, "missing bearer token")
+    client = _not_throttled(request)
     if not is_operator(request):
+        throttle_of(request.app).record_failure(client)
         raise ApiError(403, "this route needs the operator token")
+
+
+def _not_throttled(request: web.Request) -> str:
+    """The caller's address; 429 (before any key is checked) while it has failed authentication too often."""
+    client = client_address(request)
+    wait = throttle_of(request.app).retry_after(client)
+    if wait is not None:
+        raise ApiError(429, f"too many failed authentications from this address: retry in {wait} s",
+                       details={"retryAfterSeconds": wait})
+    return client
 
 
 async def require_customer(request: web.Request) -> Customer:
@@ -52,6 +67,7 @@ async def require_customer(request: web.Request) -> Customer:
     token = bearer(request)
     if token is None:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <api key>'")
+    client = _not_throttled(request)
     prefix = apikeys.parse_prefix(token)
     row = None
     if prefix is not None:
@@ -62,7 +78,9 @@ async def require_customer(request: web.Request) -> Customer:
                   AND (k.expires_at IS NULL OR k.expires_at > now())""",
             prefix,
         )
-    if row is None or not apikeys.matches(token, row["secret_hash"]):
+    # Hash every presented token, found or not, so the answer takes the same time either way.
+    if not apikeys.matches(token, row["secret_hash"] if row is not None else _NO_HASH) or row is None:
+        throttle_of(request.app).record_failure(client)
         raise ApiError(401, "invalid API key")
     await request.app[POOL].execute(
         """UPDATE api_keys SET last_used_at = now()

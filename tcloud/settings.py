@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     signup_enabled: bool = False
     jwt_private_key_file: Path | None = None
     jwt_ttl_seconds: int = 3600
+    # Slow-down of repeated authentication failures, per client address (api/throttle.py): after this many
+    # failures within the window, authentication answers 429. Behind N proxies, set the hops so the client is
+    # read from X-Forwarded-For.
+    auth_failure_limit: int = 100
+    auth_failure_window_seconds: float = 60.0
+    api_trusted_proxy_hops: int = 0
 
     # Fixed ports of the local platform's Temporal dev server (deploy.sh local).
     local_temporal_http_port: int = 7243
