@@ -7,6 +7,7 @@ while the worker, Temporal or Prometheus was down are collected by the next run,
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,42 +56,57 @@ class UsageCollectHourWorkflow:
 
     @workflow.run
     async def run(self, params: CollectHourInput) -> CollectHourOutput:
-        methods = {"actions": UsageActivities.collect_actions_hour, "storage": UsageActivities.collect_storage_hour}
-        if params.collector not in methods:
-            raise ApplicationError(f"unknown collector {params.collector!r}", non_retryable=True)
-        return await workflow.execute_activity_method(
-            methods[params.collector], params, start_to_close_timeout=_COLLECT_TIMEOUT,
-            heartbeat_timeout=timedelta(minutes=2), retry_policy=_COLLECT_RETRY,
-        )
+        if params.collector == "actions":
+            # A handful of Prometheus queries: no progress to report in between.
+            return await workflow.execute_activity_method(
+                UsageActivities.collect_actions_hour, params, start_to_close_timeout=_COLLECT_TIMEOUT,
+                retry_policy=_COLLECT_RETRY)
+        if params.collector == "storage":
+            # One visibility listing per namespace, heartbeating after each.
+            return await workflow.execute_activity_method(
+                UsageActivities.collect_storage_hour, params, start_to_close_timeout=3 * _COLLECT_TIMEOUT,
+                heartbeat_timeout=timedelta(minutes=2), retry_policy=_COLLECT_RETRY)
+        raise ApplicationError(f"unknown collector {params.collector!r}", non_retryable=True)
 
 
 @workflow.defn
 class UsageHourlyWorkflow:
-    """Collect every hour each collector owes, oldest first; continue as new past ``max_hours``."""
+    """Collect every hour each collector owes, oldest first; continue as new past ``max_hours``.
+
+    The collectors run side by side: a Prometheus outage holds up ``actions`` only, while ``storage`` (read from
+    visibility) keeps measuring each hour as close to its end as possible.
+    """
+
+    def __init__(self) -> None:
+        self._out = UsageHourlyOutput()
 
     @workflow.run
     async def run(self, params: UsageHourlyInput) -> UsageHourlyOutput:
         scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
         through = floor_hour(params.through or scheduled or workflow.now())
-        out = UsageHourlyOutput()
-        more = False
-        for collector in COLLECTORS:
-            pending = await workflow.execute_activity_method(
-                UsageActivities.pending_hours,
-                PendingHoursInput(collector, through, params.max_hours, params.from_hour),
-                start_to_close_timeout=timedelta(seconds=30),
-            )
-            more = more or pending.more
-            for hour in pending.hours:
-                try:
-                    await workflow.execute_child_workflow(
-                        UsageCollectHourWorkflow.run, CollectHourInput(collector, hour),
-                        id=collect_workflow_id(collector, hour),
-                    )
-                except WorkflowAlreadyStartedError:
-                    out.skipped.setdefault(collector, []).append(hour)
-                    continue
-                out.collected.setdefault(collector, []).append(hour)
-        if more:
+        more = await asyncio.gather(*(self._collect(c, through, params) for c in COLLECTORS))
+        if any(more):
             workflow.continue_as_new(UsageHourlyInput(through, params.max_hours, params.from_hour))
-        return out
+        # Report collectors in a fixed order whatever order they finished in.
+        return UsageHourlyOutput(
+            collected={c: self._out.collected[c] for c in COLLECTORS if c in self._out.collected},
+            skipped={c: self._out.skipped[c] for c in COLLECTORS if c in self._out.skipped})
+
+    async def _collect(self, collector: str, through: datetime, params: UsageHourlyInput) -> bool:
+        """Collect what ``collector`` owes, oldest hour first; returns whether more remain past ``max_hours``."""
+        pending = await workflow.execute_activity_method(
+            UsageActivities.pending_hours,
+            PendingHoursInput(collector, through, params.max_hours, params.from_hour),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        for hour in pending.hours:
+            try:
+                await workflow.execute_child_workflow(
+                    UsageCollectHourWorkflow.run, CollectHourInput(collector, hour),
+                    id=collect_workflow_id(collector, hour),
+                )
+            except WorkflowAlreadyStartedError:
+                self._out.skipped.setdefault(collector, []).append(hour)
+                continue
+            self._out.collected.setdefault(collector, []).append(hour)
+        return pending.more
