@@ -98,10 +98,15 @@ class StripeSync:
             found = await find()
             if found:
                 return found
-            plan = await self._stripe.v1.plans.create_async({
-                "id": ZERO_PLAN_ID, "amount": 0, "currency": "usd", "interval": "month",
-                "product": {"name": "tcloud usage (invoiced monthly in arrears)"},
-            })
+            try:
+                plan = await self._stripe.v1.plans.create_async({
+                    "id": ZERO_PLAN_ID, "amount": 0, "currency": "usd", "interval": "month",
+                    "product": {"name": "tcloud usage (invoiced monthly in arrears)"},
+                })
+            except stripe.StripeError as err:  # created meanwhile by a concurrent first invoice
+                if err.http_status in (400, 409) and (found := await find()):
+                    return found
+                raise
             return str(plan.id)
 
         return await self._ensure("plan:zero", "plan", None, find, create)

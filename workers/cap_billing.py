@@ -73,7 +73,7 @@ def workflows() -> list[type]:
 def activities(c: Clients) -> list[Callable[..., Any]]:
     acts = BillingActivities(pool=c.pool, stripe_client=c.stripe)
     alerts = SpendAlertActivities(pool=c.pool)
-    return [acts.check_period_complete, acts.list_accounts, acts.record_invoice, acts.send_invoice,
+    return [acts.check_period_complete, acts.list_accounts, acts.make_invoice, acts.record_invoice, acts.send_invoice,
             acts.collect_payment, acts.suspend_account, acts.write_off, alerts.check_spend_alerts]
 
 

@@ -9,6 +9,7 @@ starts, carrying what is in flight.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -94,11 +95,15 @@ class BillingRunWorkflow:
             page = await workflow.execute_activity_method(
                 BillingActivities.list_accounts, AccountPageInput(period, cursor, params.page_size),
                 start_to_close_timeout=timedelta(seconds=60))
-            for account_id in page.account_ids:
+            pending = list(page.account_ids)
+            while pending:
+                # Start as many as there are free slots at once: their commands share one workflow task.
                 await workflow.wait_condition(lambda: len(self._in_flight) < params.max_concurrent)
-                await self._start_child(account_id, period, params.dunning)
-                cursor = self._status.cursor = account_id
-                started += 1
+                free = params.max_concurrent - len(self._in_flight)
+                batch, pending = pending[:free], pending[free:]
+                await asyncio.gather(*(self._start_child(a, period, params.dunning) for a in batch))
+                cursor = self._status.cursor = batch[-1]
+                started += len(batch)
             if len(page.account_ids) < params.page_size:
                 break
             if started >= params.accounts_per_run or workflow.info().is_continue_as_new_suggested():
@@ -140,7 +145,7 @@ class BillingRunWorkflow:
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=TypedSearchAttributes([
                     SearchAttributePair(ACCOUNT_KEY, account_id), SearchAttributePair(PERIOD_KEY, period),
-                    SearchAttributePair(STATUS_KEY, "pricing")]),
+                    SearchAttributePair(STATUS_KEY, "invoicing")]),
             )
         except WorkflowAlreadyStartedError:
             self._in_flight.discard(account_id)

@@ -62,7 +62,7 @@ class InvoiceStatus:
 
     account_id: str
     period: str
-    state: str = "pricing"  # pricing|sending|collecting|zero|paid|past_due|written_off|failed
+    state: str = "invoicing"  # invoicing|collecting|zero|paid|past_due|written_off|failed
     invoice_id: str | None = None
     total_cents: int | None = None
     payment_attempts: int = 0
@@ -127,18 +127,15 @@ class InvoiceWorkflow:
     async def run(self, params: InvoiceInput) -> InvoiceStatus:
         self._status = InvoiceStatus(params.account_id, params.period)
         try:
-            summary = await workflow.execute_activity_method(
-                BillingActivities.record_invoice, AccountPeriod(params.account_id, params.period),
-                start_to_close_timeout=SHORT)
+            outcome = await workflow.execute_activity_method(
+                BillingActivities.make_invoice, AccountPeriod(params.account_id, params.period),
+                start_to_close_timeout=STRIPE, heartbeat_timeout=HEARTBEAT)
+            summary, payment = outcome.summary, outcome.payment
             self._status.invoice_id, self._status.total_cents = summary.invoice_id, summary.total_cents
-            if summary.status in ("zero", "paid", "written_off"):
-                self._status.state = summary.status
-            else:
-                self._status.state = "sending"
-                await workflow.execute_activity_method(
-                    BillingActivities.send_invoice, InvoiceRef(summary.invoice_id),
-                    start_to_close_timeout=STRIPE, heartbeat_timeout=HEARTBEAT)
-                await self._collect()
+            self._status.state = summary.status
+            if payment is not None:
+                self._status.state, self._status.payment_attempts = payment.status, payment.attempts
+                self._status.last_error = payment.error
         except ActivityError as err:
             self._status.state, self._status.last_error = "failed", str(err.cause or err)
             await self._finish_phase(params)
