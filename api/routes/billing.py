@@ -153,7 +153,11 @@ async def _run_out(request: web.Request, period: str) -> RunOut:
 async def start_run(request: web.Request) -> web.Response:
     require_operator(request)
     body = await parse(request, StartRun)
-    if period_bounds(body.period)[1] > datetime.now(UTC):
+    try:
+        ends = period_bounds(body.period)[1]
+    except ValueError as err:  # 0000-01, 9999-12: months whose bounds are no datetime
+        raise ApiError(400, f"period {body.period} is out of range") from err
+    if ends > datetime.now(UTC):
         raise ApiError(400, f"period {body.period} has not ended yet")
     settings = request.app[SETTINGS]
     await request.app[TEMPORAL].start_workflow(
