@@ -1,0 +1,167 @@
+"""The Temporal server restarted and PostgreSQL crashed mid-run, several times, while a billing run, namespace
+provisioning and a backup are in flight: nothing lost, nothing billed or created twice, the backup restores.
+
+This module runs on a Temporal dev server and an embedded PostgreSQL of its own (restarting the session's would
+break every other module); the worker runs in this process and must ride through both.
+(kill -9 of the worker is covered by test_billing_crash, test_namespaces_crash and test_backup_crash;
+the metering pipeline through restarts and a Prometheus outage by test_usage_faults.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import stripe
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.runtime import Runtime
+
+from api.app import create_app
+from tcloud.db import create_pool
+from tcloud.settings import Settings
+from tcloud.temporal import connect
+from tests import harness
+from tests.accounts_fixtures import create_account, unique, wait_stripe_customer
+from tests.backup_support import fill
+from tests.billing_helpers import add_usage, complete_hours, make_account
+from tests.figures import Figures
+from tests.reliability_support import (
+    FaultLog,
+    check_backup_restores,
+    check_invoices,
+    check_ledger_unique,
+    check_namespaces,
+    crash_postgres,
+    inject_until_done,
+    restart_temporal,
+)
+from tests.security_support import on_server, private_temporal, running_worker
+from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
+
+PERIOD = "2025-06"
+# The short variant; bench/reliability_suite.py sets more.
+ACCOUNTS = int(os.environ.get("TCLOUD_RELIABILITY_ACCOUNTS", "30"))
+ROUNDS = int(os.environ.get("TCLOUD_RELIABILITY_ROUNDS", "2"))  # each: a Temporal restart and a Postgres crash
+NAMESPACES = 3
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    temporal: harness.TemporalServer
+    pgdata: Path
+    pool: asyncpg.Pool
+    api: TestClient
+    client: Client
+    scratch_dsn: str
+
+
+@pytest.fixture(scope="module")
+def own_temporal(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
+    yield from private_temporal(tmp_path_factory.mktemp("restart-temporal"), settings.control_namespace)
+
+
+@pytest.fixture(scope="module")
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Postgres]:
+    pg = harness.Postgres(tmp_path_factory.mktemp("restart-pg") / "pgdata")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def platform(settings: Settings, own_temporal: harness.TemporalServer, own_postgres: harness.Postgres,
+                   runtime: Runtime) -> AsyncIterator[Platform]:
+    admin = await asyncpg.connect(own_postgres.server_dsn)
+    try:
+        await admin.execute('CREATE DATABASE "tcloud"')
+        await admin.execute('CREATE DATABASE "scratch"')
+    finally:
+        await admin.close()
+    own = on_server(settings, own_temporal, postgres_dsn=SecretStr(own_postgres.dsn("tcloud")))
+    async with running_worker(own, runtime):
+        pool = await create_pool(own.postgres_dsn.get_secret_value())
+        api = TestClient(TestServer(create_app(own)))
+        await api.start_server()
+        yield Platform(own, own_temporal, own_postgres.pgdata, pool, api, await connect(own),
+                       own_postgres.dsn("scratch"))
+        await api.close()
+        await pool.close()
+
+
+async def test_restarts_and_crashes_lose_nothing_and_double_nothing(
+        platform: Platform, operator_headers: dict[str, str], stripe_api: stripe.StripeClient,
+        figures: Figures) -> None:
+    rng = random.Random()
+    pool, api = platform.pool, platform.api
+    accounts = []
+    for i in range(ACCOUNTS):
+        account = await make_account(pool, stripe_api, plan=("payg", "essentials", "business")[i % 3])
+        await add_usage(pool, account.id, PERIOD, actions=rng.randrange(0, 30_000_000),
+                        active_byte_hours=rng.randrange(0, 5000) * 10**9, namespaces=1 + i % 2)
+        accounts.append((account.id, account.customer))
+    await complete_hours(pool, PERIOD)
+    tenant = await create_account(api, operator_headers, prefix="rel")
+    await wait_stripe_customer(pool, tenant.id, within=120)
+
+    handle = await platform.client.start_workflow(
+        BillingRunWorkflow.run, BillingRunInput(period=PERIOD, grace_hours=0, max_concurrent=10, page_size=20,
+                                                accounts_per_run=20),
+        id=billing_run_id(PERIOD), task_queue=platform.settings.task_queue)
+    requested = []
+    for _ in range(NAMESPACES):
+        resp = await api.post("/cloud/namespaces", headers=tenant.headers,
+                              json={"spec": {"name": unique("rel-"), "retentionDays": 3}})
+        assert resp.status == 202, await resp.text()
+        created = await resp.json()
+        requested.append((created["namespace"], created["asyncOperation"]["id"]))
+
+    async def run_finished() -> bool:
+        try:
+            return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+        except Exception:  # the server is restarting: still in flight as far as we know
+            return False
+
+    log = FaultLog()
+    faults = [("temporal restart", lambda: restart_temporal(platform.temporal)),
+              ("postgres crash", lambda: crash_postgres(platform.pgdata))] * ROUNDS
+    await inject_until_done(faults, run_finished, log, rng=rng)
+    result = await asyncio.wait_for(handle.result(), timeout=600)
+    print(f"faults: {log.injected}; mid-run: {log.mid_flight}")
+    assert {"temporal restart", "postgres crash"} <= set(log.mid_flight), \
+        "the run finished before both faults landed: raise TCLOUD_RELIABILITY_ACCOUNTS"
+    assert result.phase == "done" and sum(result.counts.values()) == ACCOUNTS
+
+    figures.add("invoices checked", await check_invoices(pool, stripe_api, accounts, PERIOD))
+    figures.add("namespaces checked", await check_namespaces(api, tenant.headers, pool, platform.client, tenant.id,
+                                                             requested))
+    await check_ledger_unique(pool)
+
+    # A backup with PostgreSQL crashing under pg_dump: it completes whole, and restores identically.
+    await fill(pool, rows=20_000, seed="reliability")  # enough rows that the dump takes a moment
+    resp = await api.post("/backups", headers=operator_headers, json={})
+    assert resp.status == 202, await resp.text()
+    started = await resp.json()
+    backup = platform.client.get_workflow_handle(started["workflow_id"])
+    for _ in range(2000):  # crash as soon as an activity of the backup runs
+        info = await backup.describe()
+        if info.raw_description.pending_activities or info.status != WorkflowExecutionStatus.RUNNING:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.to_thread(crash_postgres, platform.pgdata)
+    log.record("postgres crash during backup",
+               (await backup.describe()).status == WorkflowExecutionStatus.RUNNING)
+    await asyncio.wait_for(backup.result(), timeout=300)
+    await check_backup_restores(platform.settings, started["backup_id"], platform.scratch_dsn)
+    figures.add("faults injected", len(log.injected))
+    figures.add("faults landed mid-run", len(log.mid_flight))
+    figures.add("backups restored after faults", 1)
