@@ -47,7 +47,7 @@ from tests.reliability_support import (
 from tests.security_support import on_server, private_temporal, running_worker
 from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
 
-PERIOD = "2025-06"
+PERIOD, LONG_PERIOD = "2025-06", "2025-07"
 # The short variant; bench/reliability_suite.py sets more.
 ACCOUNTS = int(os.environ.get("TCLOUD_RELIABILITY_ACCOUNTS", "30"))
 ROUNDS = int(os.environ.get("TCLOUD_RELIABILITY_ROUNDS", "2"))  # each: a Temporal restart and a Postgres crash
@@ -62,7 +62,16 @@ class Platform:
     pool: asyncpg.Pool
     api: TestClient
     client: Client
-    scratch_dsn: str
+    postgres: harness.Postgres
+
+    async def empty_database(self, name: str) -> str:
+        """A new, empty database on this module's server, for a restore to land in."""
+        admin = await asyncpg.connect(self.postgres.server_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return self.postgres.dsn(name)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +93,6 @@ async def platform(settings: Settings, own_temporal: harness.TemporalServer, own
     admin = await asyncpg.connect(own_postgres.server_dsn)
     try:
         await admin.execute('CREATE DATABASE "tcloud"')
-        await admin.execute('CREATE DATABASE "scratch"')
     finally:
         await admin.close()
     own = on_server(settings, own_temporal, postgres_dsn=SecretStr(own_postgres.dsn("tcloud")))
@@ -92,8 +100,7 @@ async def platform(settings: Settings, own_temporal: harness.TemporalServer, own
         pool = await create_pool(own.postgres_dsn.get_secret_value())
         api = TestClient(TestServer(create_app(own)))
         await api.start_server()
-        yield Platform(own, own_temporal, own_postgres.pgdata, pool, api, await connect(own),
-                       own_postgres.dsn("scratch"))
+        yield Platform(own, own_temporal, own_postgres.pgdata, pool, api, await connect(own), own_postgres)
         await api.close()
         await pool.close()
 
@@ -101,22 +108,38 @@ async def platform(settings: Settings, own_temporal: harness.TemporalServer, own
 async def test_restarts_and_crashes_lose_nothing_and_double_nothing(
         platform: Platform, operator_headers: dict[str, str], stripe_api: stripe.StripeClient,
         figures: Figures) -> None:
+    await scenario(platform, operator_headers, stripe_api, figures, period=PERIOD, accounts=ACCOUNTS, rounds=ROUNDS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_long_variant_more_accounts_more_faults(
+        platform: Platform, operator_headers: dict[str, str], stripe_api: stripe.StripeClient,
+        figures: Figures) -> None:
+    await scenario(platform, operator_headers, stripe_api, figures, period=LONG_PERIOD,
+                   accounts=max(ACCOUNTS, 150), rounds=max(ROUNDS, 5))
+
+
+async def scenario(platform: Platform, operator_headers: dict[str, str], stripe_api: stripe.StripeClient,
+                   figures: Figures, *, period: str, accounts: int, rounds: int) -> None:
+    """Bill ``accounts`` for ``period`` and provision namespaces through ``rounds`` of both faults, then back up
+    through a Postgres crash; check every invariant."""
     rng = random.Random()
     pool, api = platform.pool, platform.api
-    accounts = []
-    for i in range(ACCOUNTS):
+    billed = []
+    for i in range(accounts):
         account = await make_account(pool, stripe_api, plan=("payg", "essentials", "business")[i % 3])
-        await add_usage(pool, account.id, PERIOD, actions=rng.randrange(0, 30_000_000),
+        await add_usage(pool, account.id, period, actions=rng.randrange(0, 30_000_000),
                         active_byte_hours=rng.randrange(0, 5000) * 10**9, namespaces=1 + i % 2)
-        accounts.append((account.id, account.customer))
-    await complete_hours(pool, PERIOD)
+        billed.append((account.id, account.customer))
+    await complete_hours(pool, period)
     tenant = await create_account(api, operator_headers, prefix="rel")
     await wait_stripe_customer(pool, tenant.id, within=120)
 
     handle = await platform.client.start_workflow(
-        BillingRunWorkflow.run, BillingRunInput(period=PERIOD, grace_hours=0, max_concurrent=10, page_size=20,
+        BillingRunWorkflow.run, BillingRunInput(period=period, grace_hours=0, max_concurrent=10, page_size=20,
                                                 accounts_per_run=20),
-        id=billing_run_id(PERIOD), task_queue=platform.settings.task_queue)
+        id=billing_run_id(period), task_queue=platform.settings.task_queue)
     requested = []
     for _ in range(NAMESPACES):
         resp = await api.post("/cloud/namespaces", headers=tenant.headers,
@@ -133,15 +156,15 @@ async def test_restarts_and_crashes_lose_nothing_and_double_nothing(
 
     log = FaultLog()
     faults = [("temporal restart", lambda: restart_temporal(platform.temporal)),
-              ("postgres crash", lambda: crash_postgres(platform.pgdata))] * ROUNDS
+              ("postgres crash", lambda: crash_postgres(platform.pgdata))] * rounds
     await inject_until_done(faults, run_finished, log, rng=rng)
     result = await asyncio.wait_for(handle.result(), timeout=600)
     print(f"faults: {log.injected}; mid-run: {log.mid_flight}")
     assert {"temporal restart", "postgres crash"} <= set(log.mid_flight), \
         "the run finished before both faults landed: raise TCLOUD_RELIABILITY_ACCOUNTS"
-    assert result.phase == "done" and sum(result.counts.values()) == ACCOUNTS
+    assert result.phase == "done" and sum(result.counts.values()) == accounts
 
-    figures.add("invoices checked", await check_invoices(pool, stripe_api, accounts, PERIOD))
+    figures.add("invoices checked", await check_invoices(pool, stripe_api, billed, period))
     figures.add("namespaces checked", await check_namespaces(api, tenant.headers, pool, platform.client, tenant.id,
                                                              requested))
     await check_ledger_unique(pool)
@@ -161,7 +184,8 @@ async def test_restarts_and_crashes_lose_nothing_and_double_nothing(
     log.record("postgres crash during backup",
                (await backup.describe()).status == WorkflowExecutionStatus.RUNNING)
     await asyncio.wait_for(backup.result(), timeout=300)
-    await check_backup_restores(platform.settings, started["backup_id"], platform.scratch_dsn)
+    await check_backup_restores(platform.settings, started["backup_id"],
+                                await platform.empty_database(f"restored_{period.replace('-', '_')}"))
     figures.add("faults injected", len(log.injected))
     figures.add("faults landed mid-run", len(log.mid_flight))
     figures.add("backups restored after faults", 1)
