@@ -3,23 +3,24 @@
     .venv/bin/python -m bench.bench_billing [--accounts 10000] [--concurrency 50]   # from the repo root
 
 Starts its own Temporal dev server, embedded Postgres and localstripe (no persistence, as the test fixtures
-run it) in a temp dir. Set-up, not timed: N accounts on the payg plan with usage in two months, their Stripe
-customers with a card, and their subscriptions (so both runs make exactly the same Stripe calls). Then:
+run it) in a temp dir. Set-up, not timed: N accounts on the payg plan with a month of usage, their Stripe
+customers with a card, and their subscriptions (so both make exactly the same Stripe calls). Then:
 
-1. the billing run ``billing-run/<month A>`` through the real worker (in this process), timed;
-2. the same activity code (record, send, collect) for month B called from a bare asyncio loop with the
-   same concurrency and the same pool size, without Temporal, timed.
+1. the billing run ``billing-run/<month>`` through the real worker (in this process), timed;
+2. the same activity code (record, send, collect) called from a bare asyncio loop with the same concurrency
+   and the same pool size, without Temporal, timed.
+
+Each gets its own database and its own fresh localstripe holding the same N accounts.
 
 Prints wall time, invoices/s, the ratio of the two, and the Temporal actions the run consumed per
-account-month (from the dev server's ``action`` counter for the control namespace). localstripe serves about
-120 calls/s on these machines; each invoice costs about 6 Stripe calls, which bounds both runs.
+account-month (from the dev server's ``action`` counter for the control namespace). Each invoice costs about
+6 Stripe calls; localstripe's list calls scan its whole store, so both runs slow down as N grows.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import shutil
 import tempfile
 import time
@@ -44,7 +45,7 @@ from tests.billing_helpers import add_usage, complete_hours, make_account
 from workers.main import run_worker
 from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
 
-PERIOD_TEMPORAL, PERIOD_BARE = "2026-01", "2026-02"
+PERIOD = "2026-01"
 CONTROL_NAMESPACE = "tcloud-system"
 CONTROL_LABEL = "tcloud_system"
 
@@ -73,27 +74,25 @@ async def bounded(n: int, concurrency: int, work):  # type: ignore[no-untyped-de
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def set_up(pool: asyncpg.Pool, api: stripe.StripeClient, n: int) -> list[str]:
+async def set_up(pool: asyncpg.Pool, api: stripe.StripeClient, n: int, period: str) -> list[str]:
     ids: list[str] = [""] * n
 
     async def account(i: int) -> None:
-        made = await make_account(pool, api, plan="payg", account_id=f"bench{i:06d}{secrets.token_hex(2)}")
-        for period in (PERIOD_TEMPORAL, PERIOD_BARE):
-            await add_usage(pool, made.id, period, actions=1_000_000 + 997 * i, active_byte_hours=10**11 + i,
-                            namespaces=1)
+        made = await make_account(pool, api, plan="payg", account_id=f"bench{i:06d}")
+        await add_usage(pool, made.id, period, actions=1_000_000 + 997 * i, active_byte_hours=10**11 + i,
+                        namespaces=1)
         async with pool.acquire() as conn:
             await StripeSync(conn, api, "setup").ensure_subscription(made.id, made.customer)
         ids[i] = made.id
 
     await bounded(n, 20, account)
-    for period in (PERIOD_TEMPORAL, PERIOD_BARE):
-        await complete_hours(pool, period)
+    await complete_hours(pool, period)
     return ids
 
 
-async def bare_loop(acts: BillingActivities, ids: list[str], concurrency: int) -> None:
+async def bare_loop(acts: BillingActivities, ids: list[str], period: str, concurrency: int) -> None:
     async def invoice(i: int) -> None:
-        summary = await acts.record_invoice(AccountPeriod(ids[i], PERIOD_BARE))
+        summary = await acts.record_invoice(AccountPeriod(ids[i], period))
         if summary.total_cents > 0:
             await acts.send_invoice(InvoiceRef(summary.invoice_id))
             await acts.collect_payment(InvoiceRef(summary.invoice_id))
@@ -101,55 +100,68 @@ async def bare_loop(acts: BillingActivities, ids: list[str], concurrency: int) -
     await bounded(len(ids), concurrency, invoice)
 
 
+async def temporal_run(settings: Settings, metrics_port: int, period: str, n: int,
+                       concurrency: int) -> tuple[float, float, dict[str, int]]:
+    """The billing run through the real worker: (wall seconds, actions consumed, the run's counts)."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop=stop))
+    client = await connect(settings)
+    await asyncio.sleep(2)
+    before = control_actions(metrics_port)
+    t = time.monotonic()
+    result = await client.execute_workflow(
+        BillingRunWorkflow.run, BillingRunInput(period=period, grace_hours=0, max_concurrent=concurrency),
+        id=billing_run_id(period), task_queue=settings.task_queue)
+    seconds = time.monotonic() - t
+    await asyncio.sleep(5)  # the server flushes its counters every few seconds
+    actions = control_actions(metrics_port) - before
+    stop.set()
+    await worker
+    return seconds, actions, result.counts
+
+
 async def run(n: int, concurrency: int) -> None:
+    """Each run gets its own database and its own fresh localstripe with the same N accounts: localstripe's
+    list calls scan its whole store, so sharing one would slow whichever run goes second."""
     root = Path(tempfile.mkdtemp(prefix="bench-billing-"))
-    for part in ("temporal", "localstripe"):
+    for part in ("temporal", "stripe-temporal", "stripe-bare"):
         (root / part).mkdir()
     pg = harness.Postgres(root / "pg")
     temporal = harness.TemporalServer(root / "temporal", namespaces=(CONTROL_NAMESPACE,))
-    fake = harness.LocalStripe(root / "localstripe")
+    fakes = {"temporal": harness.LocalStripe(root / "stripe-temporal"),
+             "bare": harness.LocalStripe(root / "stripe-bare")}
     try:
         pg.start()
         temporal.start()
-        fake.start()
         conn = await asyncpg.connect(pg.server_dsn)
-        await conn.execute('CREATE DATABASE "bench"')
+        for name in fakes:
+            fakes[name].start()
+            await conn.execute(f'CREATE DATABASE "bench_{name}"')
         await conn.close()
-        settings = Settings(state_dir=root, temporal_address=temporal.address, control_namespace=CONTROL_NAMESPACE,
-                            task_queue="bench-billing", postgres_dsn=SecretStr(pg.dsn("bench")),
-                            stripe_api_base=fake.url, schedules_enabled=False,
-                            worker_metrics_port=procs.free_port(), billing_max_concurrent=concurrency)
-        pool = await create_pool(settings.postgres_dsn.get_secret_value(), max_size=10)
+        settings = {name: Settings(
+            state_dir=root, temporal_address=temporal.address, control_namespace=CONTROL_NAMESPACE,
+            task_queue="bench-billing", postgres_dsn=SecretStr(pg.dsn(f"bench_{name}")),
+            stripe_api_base=fake.url, schedules_enabled=False, worker_metrics_port=procs.free_port(),
+            billing_max_concurrent=concurrency) for name, fake in fakes.items()}
         async with aiohttp.ClientSession() as session:
-            api = stripe_client(settings, session)
+            pools = {name: await create_pool(s.postgres_dsn.get_secret_value(), max_size=10)
+                     for name, s in settings.items()}
+            apis = {name: stripe_client(s, session) for name, s in settings.items()}
             t = time.monotonic()
-            ids = await set_up(pool, api, n)
-            print(f"set-up: {n} accounts, customers, cards, subscriptions, 2 months of usage in "
-                  f"{time.monotonic() - t:.1f} s (not timed below)")
-
-            stop = asyncio.Event()
-            worker = asyncio.create_task(run_worker(settings, stop=stop))
-            client = await connect(settings)
-            await asyncio.sleep(2)
-            before = control_actions(temporal.ports.metrics)
+            ids = {name: await set_up(pools[name], apis[name], n, PERIOD) for name in fakes}
+            print(f"set-up (not timed below): twice {n} accounts with Stripe customers, cards, subscriptions and "
+                  f"a month of usage, in {time.monotonic() - t:.1f} s")
+            temporal_s, actions, counts = await temporal_run(settings["temporal"], temporal.ports.metrics, PERIOD,
+                                                             n, concurrency)
             t = time.monotonic()
-            result = await client.execute_workflow(
-                BillingRunWorkflow.run, BillingRunInput(period=PERIOD_TEMPORAL, grace_hours=0,
-                                                        max_concurrent=concurrency),
-                id=billing_run_id(PERIOD_TEMPORAL), task_queue=settings.task_queue)
-            temporal_s = time.monotonic() - t
-            await asyncio.sleep(5)  # the server flushes its counters every few seconds
-            actions = control_actions(temporal.ports.metrics) - before
-            stop.set()
-            await worker
-
-            t = time.monotonic()
-            await bare_loop(BillingActivities(pool=pool, stripe_client=api), ids, concurrency)
+            await bare_loop(BillingActivities(pool=pools["bare"], stripe_client=apis["bare"]), ids["bare"], PERIOD,
+                            concurrency)
             bare_s = time.monotonic() - t
-        paid = {p: await pool.fetchval("SELECT count(*) FROM invoices WHERE period = $1 AND status = 'paid'", p)
-                for p in (PERIOD_TEMPORAL, PERIOD_BARE)}
-        await pool.close()
-        print(f"run result: {result.counts}; paid invoices: temporal {paid[PERIOD_TEMPORAL]}, bare {paid[PERIOD_BARE]}")
+            paid = {name: await pool.fetchval("SELECT count(*) FROM invoices WHERE status = 'paid'")
+                    for name, pool in pools.items()}
+            for pool in pools.values():
+                await pool.close()
+        print(f"run result: {counts}; paid invoices: temporal {paid['temporal']}, bare {paid['bare']}")
         print(f"accounts:                     {n} (concurrency {concurrency})")
         print(f"temporal run wall time:       {temporal_s:.1f} s   {n / temporal_s:.1f} invoices/s")
         print(f"bare asyncio loop wall time:  {bare_s:.1f} s   {n / bare_s:.1f} invoices/s")
@@ -157,7 +169,8 @@ async def run(n: int, concurrency: int) -> None:
         print(f"temporal actions:             {actions:.0f} total, {actions / n:.2f} per account-month "
               f"(target <= 15)")
     finally:
-        fake.stop()
+        for fake in fakes.values():
+            fake.stop()
         temporal.stop()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -134,6 +134,12 @@ async def test_second_run_and_duplicate_child_invoice_nobody_twice(billed: dict,
     assert len(await succeeded_charges(stripe_api, payg.customer)) == 1
 
 
+async def test_run_is_labelled_for_the_ui(billed: dict, temporal_client: Client) -> None:
+    desc = await temporal_client.get_workflow_handle(billing_run_id(PERIOD)).describe()
+    attrs = {p.key.name: p.value for p in desc.typed_search_attributes}
+    assert attrs["TcloudPeriod"] == PERIOD and attrs["TcloudStatus"] == "done"
+
+
 async def test_invoice_workflows_are_labelled_for_the_ui(billed: dict, temporal_client: Client) -> None:
     payg = billed["payg"]
     handle = temporal_client.get_workflow_handle(invoice_workflow_id(payg.id, PERIOD))

@@ -87,6 +87,8 @@ class BillingRunWorkflow:
         period = params.period or previous_period(workflow.now())
         self._in_flight, self._counts = set(params.in_flight), dict(params.counts)
         self._status = BillingRunStatus(period, "waiting_for_period_end", -1, params.cursor, 0, {})
+        if not params.cursor:  # label the run for the UI once (started by the tick, the API or the CLI)
+            workflow.upsert_search_attributes([PERIOD_KEY.value_set(period), STATUS_KEY.value_set("running")])
         if not params.ledger_complete:
             await self._wait_for_ledger(period, params)
         self._status.phase = "invoicing"
@@ -116,6 +118,7 @@ class BillingRunWorkflow:
         await workflow.wait_condition(lambda: not self._in_flight)
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._status.phase = "done"
+        workflow.upsert_search_attributes([STATUS_KEY.value_set("done")])
         return self.status()
 
     async def _wait_for_ledger(self, period: str, params: BillingRunInput) -> None:
