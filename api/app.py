@@ -37,7 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
-    pipeline_metrics.install(app)
+    pipeline_metrics.install(app, interval_seconds=settings.pipeline_metrics_interval_seconds)
     for module in (health, accounts, apikeys, namespaces, usage, billing, webhooks, backups, console, portal):
         app.add_routes(module.routes)
     return app

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     billing_retry_after_hours: list[int] = [72, 120, 168, 336]
     billing_suspend_after_hours: int = 240
 
+    # How often the API refreshes the billing-pipeline gauges from Postgres.
+    pipeline_metrics_interval_seconds: float = 30.0
+
     # Worker.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9464

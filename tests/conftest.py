@@ -33,7 +33,11 @@ from workers.main import run_worker
 
 pytest_plugins = ["tests.figures"]
 
-CONTROL_NAMESPACE = "tcloud-system"
+# Each test module gets its own control namespace, so workflow ids like billing-run/<period> never collide across
+# modules sharing the session's Temporal server. They are registered when the server starts: a namespace
+# registered later is not served by every service until their caches refresh.
+CONTROL_NAMESPACES = tuple(f"tcloudsys{i:02d}" for i in range(80))
+_next_control_namespace = iter(CONTROL_NAMESPACES)
 OPERATOR_TOKEN = "test-operator-token-" + secrets.token_hex(8)
 WORKER_METRICS_PORT = procs.free_port()
 
@@ -55,7 +59,7 @@ def postgres(platform_root: Path) -> Iterator[harness.Postgres]:
 def temporal_server(platform_root: Path) -> Iterator[harness.TemporalServer]:
     root = platform_root / "temporal"
     root.mkdir()
-    server = harness.TemporalServer(root, namespaces=(CONTROL_NAMESPACE,))
+    server = harness.TemporalServer(root, namespaces=CONTROL_NAMESPACES)
     server.start()
     yield server
     server.stop()
@@ -123,11 +127,14 @@ def settings(request: pytest.FixtureRequest, database_dsn: str, temporal_server:
     except pytest.skip.Exception:
         prometheus_url = "http://127.0.0.1:9"  # nothing listens; tests needing it request `prometheus`
     state = tmp_path_factory.mktemp("state")
+    control_namespace = next(_next_control_namespace, None)
+    if control_namespace is None:
+        raise RuntimeError("more test modules than CONTROL_NAMESPACES: raise its size in tests/conftest.py")
     return Settings(
         state_dir=state,
         temporal_address=temporal_server.address,
         temporal_ui_url=f"http://127.0.0.1:{temporal_server.ports.ui}",
-        control_namespace=CONTROL_NAMESPACE,
+        control_namespace=control_namespace,
         task_queue="tcloud-test-" + secrets.token_hex(3),
         postgres_dsn=SecretStr(database_dsn),
         prometheus_url=prometheus_url,
@@ -146,9 +153,10 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-@pytest_asyncio.fixture(scope="session")
-async def temporal_client(temporal_server: harness.TemporalServer) -> Client:
-    return await Client.connect(temporal_server.address, namespace=CONTROL_NAMESPACE, data_converter=DATA_CONVERTER)
+@pytest_asyncio.fixture(scope="module")
+async def temporal_client(settings: Settings) -> Client:
+    """A client on this module's control namespace."""
+    return await connect(settings)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -193,8 +201,9 @@ async def stripe_api(localstripe: harness.LocalStripe) -> AsyncIterator[stripe.S
         yield stripe_client(Settings(stripe_api_base=localstripe.url), session)
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh time-skipping test server per test (it starts in well under a second)."""
     path = shutil.which("temporal-test-server") or str(procs.BIN_DIR / "temporal-test-server")
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path,
                                                         data_converter=DATA_CONVERTER)

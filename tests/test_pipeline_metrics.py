@@ -23,8 +23,7 @@ from tcloud.settings import Settings
 
 @pytest_asyncio.fixture(scope="module")
 async def metrics_client(settings: Settings) -> AsyncIterator[TestClient]:
-    app = create_app(settings)
-    pipeline_metrics.install(app, interval_seconds=0.1)
+    app = create_app(settings.model_copy(update={"pipeline_metrics_interval_seconds": 0.1}))
     async with TestClient(TestServer(app)) as client:
         yield client
 

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from tcloud.db import migrate, migration_files
+from tcloud.metering import sanitize_label_value
 from tcloud.settings import Settings
 from tcloud.temporal import DATA_CONVERTER
 from tests import harness
@@ -70,7 +71,8 @@ async def test_prometheus_scrapes_temporal_action_counter(
     worker: None, temporal_client: Client, settings: Settings, prometheus: harness.Prometheus
 ) -> None:
     prom = PrometheusConnect(url=prometheus.url, disable_ssl=True)
-    query = 'sum(action{namespace="tcloud_system", action_type="grpc_StartWorkflowExecution"})'
+    label = sanitize_label_value(settings.control_namespace)
+    query = f'sum(action{{namespace="{label}", action_type="grpc_StartWorkflowExecution"}})'
 
     def started() -> float:
         result = prom.custom_query(query)
