@@ -28,6 +28,7 @@ from tcloud.settings import Settings
 from tests import harness
 from tests.backup_support import table_checksums
 from tests.billing_helpers import stripe_invoices_for, succeeded_charges
+from tests.security_support import wait_namespace_served
 from tests.test_namespaces_crash import server_namespaces_named
 
 
@@ -44,9 +45,10 @@ class FaultLog:
             self.mid_flight.append(fault)
 
 
-def restart_temporal(server: harness.TemporalServer) -> None:
-    """Stop the Temporal dev server and start it again on the same SQLite file and ports."""
+def restart_temporal(server: harness.TemporalServer, control_namespace: str) -> None:
+    """Stop the Temporal dev server and start it again on the same SQLite file and ports (until it serves)."""
     server.restart()
+    wait_namespace_served(server, control_namespace)
 
 
 def crash_postgres(pgdata: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.runtime import Runtime
 
+from tcloud.local import procs
 from tcloud.settings import Settings
 from tcloud.temporal import connect
 from tests import harness
@@ -37,10 +39,23 @@ def private_temporal(root: Path, control_namespace: str) -> Iterator[harness.Tem
     root.mkdir(parents=True, exist_ok=True)
     server = harness.TemporalServer(root, namespaces=(control_namespace,))
     server.start()
+    wait_namespace_served(server, control_namespace)
     try:
         yield server
     finally:
         server.stop()
+
+
+def wait_namespace_served(server: harness.TemporalServer, namespace: str, timeout: float = 90) -> None:
+    """Poll until the frontend answers for ``namespace``: its ports open before it is healthy, on a busy machine
+    by seconds."""
+    def served() -> bool:
+        result = subprocess.run([procs.binary("temporal"), "operator", "namespace", "describe", "--namespace",
+                                 namespace, "--address", server.address], capture_output=True, timeout=30,
+                                check=False)
+        return result.returncode == 0
+
+    harness.wait_for(served, timeout=timeout, interval=0.5, what=f"namespace {namespace} served by {server.address}")
 
 
 def on_server(settings: Settings, server: harness.TemporalServer, **update: object) -> Settings:

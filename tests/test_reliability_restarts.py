@@ -156,7 +156,7 @@ async def scenario(platform: Platform, operator_headers: dict[str, str], stripe_
             return False
 
     log = FaultLog()
-    faults = [("temporal restart", lambda: restart_temporal(platform.temporal)),
+    faults = [("temporal restart", lambda: restart_temporal(platform.temporal, platform.settings.control_namespace)),
               ("postgres crash", lambda: crash_postgres(platform.pgdata))] * rounds
     await inject_until_done(faults, run_finished, log, rng=rng)
     result = await run_result_or_diagnosis(platform.client, handle, period, within=240)
