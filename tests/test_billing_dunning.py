@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 import stripe
 from aiohttp.test_utils import TestClient
-from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from tcloud.invoicing import invoice_id_for
 from tcloud.settings import Settings
@@ -155,3 +155,27 @@ async def test_webhook_ignores_events_about_other_invoices(api: TestClient, sett
     resp = await api.post("/webhooks/stripe", data=payload,
                           headers={"Content-Type": "application/json", "Stripe-Signature": f"t={ts},v1={sig}"})
     assert resp.status == 200 and await resp.json() == {"received": True, "handled": False}
+
+
+async def test_account_without_stripe_customer_fails_visibly_and_can_run_again(
+        worker: None, pool: asyncpg.Pool, stripe_api: stripe.StripeClient, temporal_client: Client,
+        settings: Settings) -> None:
+    account = await make_account(pool, stripe_api, plan="payg")
+    await pool.execute("UPDATE accounts SET stripe_customer_id = NULL WHERE id = $1", account.id)
+    await add_usage(pool, account.id, PERIOD, actions=1_000_000)
+    await complete_hours(pool, PERIOD)
+    workflow_id = invoice_workflow_id(account.id, PERIOD)
+    handle = await temporal_client.start_workflow(InvoiceWorkflow.run, InvoiceInput(account.id, PERIOD),
+                                                  id=workflow_id, task_queue=settings.task_queue)
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert (await handle.query(InvoiceWorkflow.status)).state == "failed"
+    assert await pool.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id_for(account.id, PERIOD)) \
+        == "draft"
+    # Fixed by the operator: the same id may run again because the earlier run failed.
+    await pool.execute("UPDATE accounts SET stripe_customer_id = $2 WHERE id = $1", account.id, account.customer)
+    again = await temporal_client.start_workflow(
+        InvoiceWorkflow.run, InvoiceInput(account.id, PERIOD), id=workflow_id, task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
+    assert (await again.result()).state == "paid"
+    assert [c["amount"] for c in await succeeded_charges(stripe_api, account.customer)] == [5_000]
