@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -17,11 +18,13 @@ log = logging.getLogger("tcloud.api")
 class ApiError(Exception):
     """A failure the caller caused or must know about; ``status`` is the HTTP status."""
 
-    def __init__(self, status: int, message: str, *, details: object = None):
+    def __init__(self, status: int, message: str, *, details: object = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details
+        self.headers = headers or {}  # e.g. Retry-After on a 429
 
 
 def json_error(status: int, message: str, details: object = None) -> web.Response:
@@ -50,12 +53,16 @@ async def error_middleware(
     try:
         return await handler(request)
     except ApiError as err:
-        return json_error(err.status, err.message, err.details)
+        response = json_error(err.status, err.message, err.details)
+        response.headers.update(err.headers)
+        return response
     except ValidationError as err:
         details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors(include_url=False)]
         return json_error(400, "request body is invalid", details)
     except json.JSONDecodeError:
         return json_error(400, "request body is not valid JSON")
+    except asyncpg.CharacterNotInRepertoireError:  # a NUL in a path or query parameter reached a query
+        return json_error(400, "the request carries a NUL character, which no name or id may contain")
     except WorkflowAlreadyStartedError:
         return json_error(409, "the operation is already running")
     except RPCError as err:
