@@ -58,7 +58,7 @@ def _not_throttled(request: web.Request) -> str:
     wait = throttle_of(request.app).retry_after(client)
     if wait is not None:
         raise ApiError(429, f"too many failed authentications from this address: retry in {wait} s",
-                       details={"retryAfterSeconds": wait})
+                       details={"retryAfterSeconds": wait}, headers={"Retry-After": str(wait)})
     return client
 
 

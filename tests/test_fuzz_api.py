@@ -215,3 +215,38 @@ async def test_oversized_and_malformed_bodies_are_refused(
                 problems.append(f"{operation.method.upper()} {path} {what}: {resp.status} {raw[:200]!r}")
     figures.add("requests fuzzed", checked)
     assert problems == []
+
+
+async def test_nul_and_odd_characters_in_every_path_and_query_parameter(
+        fuzz_api: TestClient, operator_headers: dict[str, str], customer: tuple[Identity, dict[str, str]],
+        figures: Figures) -> None:
+    """What the fuzzer finds only sometimes, every time: text PostgreSQL cannot store, in every parameter."""
+    schema = await openapi_schema(fuzz_api)
+    customer_identity, _ = customer
+    odd = ["%00", "a%00b", "%ED%A0%80", "%FF", "..%2F..%2Fetc", "x" * 5000]
+    problems: list[str] = []
+    sent = 0
+    for operation in operations(schema):
+        auth = operation.definition.raw.get("security") or []
+        headers = (operator_headers if auth and "operatorToken" in auth[0] else customer_identity.headers) \
+            if auth else {}
+        path_names = [p.name for p in operation.path_parameters]
+        query_names = [p.name for p in operation.query]
+        for value in odd:
+            targets = [(operation.path.replace("{" + n + "}", value).replace("{", "").replace("}", ""), "")
+                       for n in path_names]
+            targets += [(operation.path.format(**{n: "x" for n in path_names}), f"?{q}={value}") for q in query_names]
+            for path, query in targets:
+                resp = await fuzz_api.request(operation.method.upper(), path + query, headers=headers,
+                                              json=write_body_for_probe(operation.method))
+                raw = await resp.read()
+                sent += 1
+                problem = json_error_problem(resp.status, resp.content_type, raw)
+                if problem:
+                    problems.append(f"{operation.method.upper()} {path}{query}: {problem}")
+    figures.add("requests fuzzed", sent)
+    assert sent > 50 and problems == [], "\n".join(problems)
+
+
+def write_body_for_probe(method: str) -> Any:
+    return {} if method.upper() in ("POST", "PUT") else None

@@ -73,6 +73,7 @@ async def test_failures_from_one_address_answer_429_then_recover(strict_api: Tes
         assert resp.status == 429, body
         assert body["message"].startswith("too many failed authentications")
         assert 1 <= body["details"]["retryAfterSeconds"] <= WINDOW
+        assert resp.headers["Retry-After"] == str(body["details"]["retryAfterSeconds"])
     figures.add("auth failures slowed down", 1)
     # Another address is not affected.
     resp = await strict_api.get("/cloud/account", headers=_as(bystander, account.token))
