@@ -66,10 +66,13 @@ class BillingRunStatus:
 
 @workflow.defn(name="BillingRun")
 class BillingRunWorkflow:
-    def __init__(self) -> None:
-        self._in_flight: set[str] = set()
-        self._counts: dict[str, int] = {}
-        self._status = BillingRunStatus("", "starting", -1, "", 0, {})
+    @workflow.init
+    def __init__(self, params: BillingRunInput) -> None:
+        # From the input, before any signal: after continue-as-new, an invoice_done for an account carried
+        # in flight can be the first thing this run handles.
+        self._in_flight: set[str] = set(params.in_flight)
+        self._counts: dict[str, int] = dict(params.counts)
+        self._status = BillingRunStatus(params.period, "starting", -1, params.cursor, 0, {})
 
     @workflow.query
     def status(self) -> BillingRunStatus:
@@ -85,7 +88,6 @@ class BillingRunWorkflow:
     @workflow.run
     async def run(self, params: BillingRunInput) -> BillingRunStatus:
         period = params.period or previous_period(workflow.now())
-        self._in_flight, self._counts = set(params.in_flight), dict(params.counts)
         self._status = BillingRunStatus(period, "waiting_for_period_end", -1, params.cursor, 0, {})
         if not params.cursor:  # label the run for the UI once (started by the tick, the API or the CLI)
             workflow.upsert_search_attributes([PERIOD_KEY.value_set(period), STATUS_KEY.value_set("running")])
