@@ -17,6 +17,7 @@ from tcloud.local import procs
 from tcloud.settings import Settings
 from tests import harness
 from tests.backup_support import fill, table_checksums, wipe
+from tests.figures import Figures
 from workflows.backup import BackupInput, BackupOutput, BackupWorkflow, RestoreWorkflow
 
 
@@ -39,7 +40,7 @@ async def _dump_heartbeated(client: Client, workflow_id: str, within: float = 12
 
 
 async def test_backup_survives_a_worker_killed_mid_dump(
-    temporal_client: Client, settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+    temporal_client: Client, settings: Settings, pool: asyncpg.Pool, tmp_path: Path, figures: Figures
 ) -> None:
     await fill(pool, rows=400_000, seed="crash")
     dsn = settings.postgres_dsn.get_secret_value()
@@ -55,6 +56,7 @@ async def test_backup_survives_a_worker_killed_mid_dump(
                                                       task_queue=settings.task_queue)
         progressed = await _dump_heartbeated(temporal_client, workflow_id)
         first.kill()
+        figures.add("faults injected")
         assert progressed > 0
         store = FilesystemStore(settings.backup_path)
         assert await catalog.backup_ids(store) == ([], [])  # nothing complete, nothing half-visible

@@ -19,6 +19,7 @@ from tcloud.local import procs
 from tcloud.settings import Settings
 from tests import harness
 from tests.accounts_fixtures import TestAccount, unique, wait_operation, wait_stripe_customer
+from tests.figures import Figures
 from workflows.accounts import account_setup_workflow_id
 from workflows.namespaces import create_workflow_id
 
@@ -93,7 +94,7 @@ async def stripe_customers_of(stripe_api: stripe.StripeClient, account_id: str) 
 
 async def test_kill_9_mid_provisioning_leaves_one_customer_and_one_namespace(
         crash_api: TestClient, operator_headers: dict[str, str], worker_proc: WorkerProcess, pool: asyncpg.Pool,
-        temporal_client: Client, stripe_api: stripe.StripeClient, crash_settings: Settings) -> None:
+        temporal_client: Client, stripe_api: stripe.StripeClient, crash_settings: Settings, figures: Figures) -> None:
     account: TestAccount | None = None
     for _ in range(ATTEMPTS):
         account_id = unique("kill")
@@ -103,6 +104,7 @@ async def test_kill_9_mid_provisioning_leaves_one_customer_and_one_namespace(
         assert resp.status == 201, body
         account = TestAccount(account_id, body["apiKey"]["token"], body["apiKey"]["id"])
         mid_flight = await kill_when_running(temporal_client, account_setup_workflow_id(account_id), worker_proc)
+        figures.add("faults injected")
         print(f"account set-up: kill -9 landed {'mid-flight' if mid_flight else 'after completion'}")
         await asyncio.to_thread(worker_proc.start)
         customer = await wait_stripe_customer(pool, account_id, within=120)
@@ -121,6 +123,7 @@ async def test_kill_9_mid_provisioning_leaves_one_customer_and_one_namespace(
         created = await resp.json()
         ns = created["namespace"]
         mid_flight = await kill_when_running(temporal_client, create_workflow_id(ns), worker_proc)
+        figures.add("faults injected")
         print(f"namespace provisioning: kill -9 landed {'mid-flight' if mid_flight else 'after completion'}")
         await asyncio.to_thread(worker_proc.start)
         op = await wait_operation(crash_api, account.headers, created["asyncOperation"]["id"], within=180)

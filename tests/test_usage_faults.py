@@ -21,6 +21,7 @@ from tcloud.metering import HOUR, floor_hour, is_billable_action_type
 from tcloud.settings import Settings
 from tcloud.temporal import DATA_CONVERTER
 from tests import harness
+from tests.figures import Figures
 from tests.usage_fixtures import Tenant, collect_provisional, create_tenant, ledger_quantity, wait_prometheus_total
 from tests.usage_workload import billable, cloud_actions_of, run_workload, settled_server_counter, tenant_worker
 from workflows.usage import UsageHourlyInput, UsageHourlyWorkflow
@@ -84,7 +85,7 @@ async def _phase(server: harness.TemporalServer, prom: PrometheusConnect, runs: 
 
 async def test_server_restart_mid_hour_loses_and_doubles_nothing(
         worker: None, pool: asyncpg.Pool, temporal_client: Client, settings: Settings,
-        own_temporal: harness.TemporalServer, own_prometheus: harness.Prometheus) -> None:
+        own_temporal: harness.TemporalServer, own_prometheus: harness.Prometheus, figures: Figures) -> None:
     await _wait_for_room_in_this_hour(minutes=4)
     began = datetime.now(UTC)
     prom = PrometheusConnect(own_prometheus.url, disable_ssl=True)
@@ -95,6 +96,7 @@ async def test_server_restart_mid_hour_loses_and_doubles_nothing(
     # climb back above their old values without ever dropping, and only `busy`'s drop reveals the restart.
     before = await _phase(own_temporal, prom, {busy: 5, quiet: 1}, "pre")
     await asyncio.to_thread(own_temporal.restart)
+    figures.add("faults injected")
     after = await _phase(own_temporal, prom, {busy: 1, quiet: 4}, "post")
     assert billable(after[busy][1]) < billable(before[busy][1])
     assert all(after[quiet][1][k] > v for k, v in before[quiet][1].items() if is_billable_action_type(k))
@@ -112,7 +114,7 @@ async def test_server_restart_mid_hour_loses_and_doubles_nothing(
 
 async def test_prometheus_outage_then_missed_hours_filled_exactly_once(
         worker: None, pool: asyncpg.Pool, temporal_client: Client, settings: Settings,
-        own_temporal: harness.TemporalServer, own_prometheus: harness.Prometheus) -> None:
+        own_temporal: harness.TemporalServer, own_prometheus: harness.Prometheus, figures: Figures) -> None:
     began = datetime.now(UTC)
     port = own_temporal.ports.metrics
     prom = PrometheusConnect(own_prometheus.url, disable_ssl=True)
@@ -124,6 +126,7 @@ async def test_prometheus_outage_then_missed_hours_filled_exactly_once(
                           ('actions', $1), ('storage', $1)""", missed[0])
 
     await asyncio.to_thread(own_prometheus.stop)
+    figures.add("faults injected")
     try:
         client = await _own_client(own_temporal, tenant.namespace)
         async with tenant_worker(client):
