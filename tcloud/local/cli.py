@@ -140,6 +140,10 @@ def up(layout: Layout) -> None:
         fake = procs.localstripe_process(port=stripe_port, log=layout.log("localstripe"),
                                          store_file=layout.state / "localstripe.pickle")
         print(_start(layout, fake, lambda: procs.localstripe_ready(stripe_port), 30))
+        # localstripe signs and sends its events to our webhook route, as Stripe would.
+        procs.register_localstripe_webhook(
+            stripe_port, url=f"http://127.0.0.1:{settings.api_port}/webhooks/stripe",
+            secret=settings.stripe_webhook_secret.get_secret_value())
     else:
         print(f"stripe: {settings.stripe_api_base}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -188,6 +189,15 @@ def localstripe_process(*, port: int, log: Path, store_file: Path | None) -> Pro
     argv = [sys.executable, "-m", "tcloud.local.stripe_fake", "--port", str(port)]
     argv += ["--store-file", str(store_file)] if store_file else ["--no-persist"]
     return Process("localstripe", argv, log)
+
+
+def register_localstripe_webhook(port: int, *, url: str, secret: str) -> None:
+    """Point localstripe's webhook ``tcloud`` at ``url``, signed with ``secret`` (idempotent)."""
+    body = json.dumps({"url": url, "secret": secret}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/_config/webhooks/tcloud", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        resp.read()
 
 
 def localstripe_ready(port: int) -> bool:
