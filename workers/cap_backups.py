@@ -8,17 +8,15 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleCalendarSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleRange,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from activities.backup import BackupActivities
+from tcloud.schedules import upsert_schedule
 from workflows.backup import BackupInput, BackupWorkflow, RestoreWorkflow
 
 if TYPE_CHECKING:
@@ -54,13 +52,5 @@ def daily_schedule(task_queue: str, prefix: str) -> Schedule:
 
 async def ensure_schedules(c: Clients) -> None:
     """Create the daily backup schedule, or bring an existing one up to date (idempotent)."""
-    wanted = daily_schedule(c.settings.task_queue, c.settings.schedule_prefix)
-    sid = schedule_id(c.settings.schedule_prefix)
-    try:
-        await c.temporal.create_schedule(sid, wanted)
-    except ScheduleAlreadyRunningError:
-
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=wanted)
-
-        await c.temporal.get_schedule_handle(sid).update(update)
+    await upsert_schedule(c.temporal, schedule_id(c.settings.schedule_prefix),
+                          daily_schedule(c.settings.task_queue, c.settings.schedule_prefix))

@@ -6,18 +6,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import (
-    Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from activities.billing import BillingActivities, SpendAlertActivities
+from tcloud.schedules import upsert_schedule
 from tcloud.settings import Settings
 from workflows.billing import BillingMonthlyTick, BillingRunInput, BillingRunWorkflow
 from workflows.billing_alerts import SpendAlertsRun, SpendAlertsWorkflow
@@ -81,14 +78,4 @@ async def ensure_schedules(c: Clients) -> None:
     """Create the monthly billing and hourly spend-alert Schedules, or bring them up to date (idempotent)."""
     for sid, schedule in ((schedule_id(c.settings), monthly_schedule(c.settings)),
                           (alerts_schedule_id(c.settings), alerts_schedule(c.settings))):
-        await _upsert_schedule(c.temporal, sid, schedule)
-
-
-async def _upsert_schedule(client: Client, sid: str, schedule: Schedule) -> None:
-    try:
-        await client.create_schedule(sid, schedule)
-    except ScheduleAlreadyRunningError:
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(sid).update(update)
+        await upsert_schedule(c.temporal, sid, schedule)

@@ -9,16 +9,14 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from activities.usage import UsageActivities
+from tcloud.schedules import upsert_schedule
 from workflows.usage import UsageCollectHourWorkflow, UsageHourlyInput, UsageHourlyWorkflow
 
 if TYPE_CHECKING:
@@ -55,11 +53,5 @@ def hourly_schedule(task_queue: str, prefix: str) -> Schedule:
 
 async def ensure_schedules(c: Clients) -> None:
     """Create the hourly usage Schedule, or bring an existing one to the current definition (idempotent)."""
-    schedule = hourly_schedule(c.settings.task_queue, c.settings.schedule_prefix)
-    try:
-        await c.temporal.create_schedule(schedule_id(c.settings.schedule_prefix), schedule)
-    except ScheduleAlreadyRunningError:
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await c.temporal.get_schedule_handle(schedule_id(c.settings.schedule_prefix)).update(update)
+    await upsert_schedule(c.temporal, schedule_id(c.settings.schedule_prefix),
+                          hourly_schedule(c.settings.task_queue, c.settings.schedule_prefix))
