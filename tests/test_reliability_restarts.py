@@ -51,7 +51,7 @@ from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_i
 
 PERIOD, LONG_PERIOD = "2025-06", "2025-07"
 # The short variant; bench/reliability_suite.py sets more.
-ACCOUNTS = int(os.environ.get("TCLOUD_RELIABILITY_ACCOUNTS", "30"))
+ACCOUNTS = int(os.environ.get("TCLOUD_RELIABILITY_ACCOUNTS", "60"))
 ROUNDS = int(os.environ.get("TCLOUD_RELIABILITY_ROUNDS", "2"))  # each: a Temporal restart and a Postgres crash
 NAMESPACES = 3
 
@@ -159,7 +159,8 @@ async def scenario(platform: Platform, operator_headers: dict[str, str], stripe_
     log = FaultLog()
     faults = [("temporal restart", lambda: restart_temporal(platform.temporal, platform.settings.control_namespace)),
               ("postgres crash", lambda: crash_postgres(platform.pgdata))] * rounds
-    await inject_until_done(faults, run_finished, log, rng=rng)
+    # Short pauses: on a quiet machine the run is quick, and both kinds of fault must land while it runs.
+    await inject_until_done(faults, run_finished, log, rng=rng, pause=(0.2, 1.0))
     result = await run_result_or_diagnosis(platform.client, handle, period, within=240)
     print(f"faults: {log.injected}; mid-run: {log.mid_flight}")
     assert {"temporal restart", "postgres crash"} <= set(log.mid_flight), \
