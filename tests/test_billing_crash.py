@@ -17,6 +17,7 @@ from tcloud.local import procs
 from tcloud.settings import Settings
 from tests import harness
 from tests.billing_helpers import add_usage, complete_hours, make_account, stripe_invoices_for, succeeded_charges
+from tests.figures import Figures
 from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
 
 PERIOD = "2025-04"
@@ -34,7 +35,7 @@ async def start_worker(settings: Settings, log: Path) -> harness.Managed:
 @pytest.mark.timeout(900)
 async def test_kill_9_during_a_run_never_invoices_or_charges_twice(
         settings: Settings, pool: asyncpg.Pool, stripe_api: stripe.StripeClient, temporal_client: Client,
-        tmp_path: Path) -> None:
+        tmp_path: Path, figures: Figures) -> None:
     rng = random.Random()
     accounts = []
     for i in range(ACCOUNTS):
@@ -63,6 +64,7 @@ async def test_kill_9_during_a_run_never_invoices_or_charges_twice(
         result = await asyncio.wait_for(handle.result(), timeout=600)
     finally:
         worker.stop()
+    figures.add("faults injected", kills)
     assert kills >= 2, "the run finished before the worker could be killed twice: raise ACCOUNTS"
     assert result.phase == "done"
     assert sum(result.counts.values()) == ACCOUNTS
@@ -84,3 +86,4 @@ async def test_kill_9_during_a_run_never_invoices_or_charges_twice(
         assert [c["amount"] for c in charges] == [expected], account.id
         pending = await stripe_api.v1.invoice_items.list_async({"customer": account.customer})
         assert pending.data == [], f"{account.id} has invoice items left pending"
+    figures.add("invoices checked", len(accounts))
