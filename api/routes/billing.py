@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiohttp import web
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -28,7 +28,7 @@ from api.openapi import documented
 from tcloud.billing_period import parse_period, period_bounds, period_of
 from tcloud.invoicing import price_account_month
 from workers.cap_billing import run_input
-from workflows.billing import BillingRunWorkflow, billing_run_id
+from workflows.billing import BillingRunStatus, BillingRunWorkflow, billing_run_id
 
 routes = web.RouteTableDef()
 TAGS = ("billing",)
@@ -125,7 +125,8 @@ async def put_alerts(request: web.Request) -> web.Response:
 async def _run_out(request: web.Request, period: str) -> RunOut:
     counts = {r["status"]: r["n"] for r in await request.app[POOL].fetch(
         "SELECT status, count(*)::int AS n FROM invoices WHERE period = $1 GROUP BY status", period)}
-    handle = request.app[TEMPORAL].get_workflow_handle_for(BillingRunWorkflow.run, billing_run_id(period))
+    handle: WorkflowHandle[BillingRunWorkflow, BillingRunStatus] = request.app[TEMPORAL].get_workflow_handle(
+        billing_run_id(period), result_type=BillingRunStatus)
     try:
         desc = await handle.describe()
     except RPCError as err:

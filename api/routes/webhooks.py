@@ -4,9 +4,11 @@ and signals the invoice's workflow; the workflow re-reads the invoice from Strip
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import stripe
 from aiohttp import web
+from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
@@ -51,8 +53,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         return web.json_response({"received": True, "handled": False})
     await pool.execute("INSERT INTO billing_events (account_id, invoice_id, kind, detail) VALUES ($1, $2, $3, $4)",
                        row["account_id"], row["id"], f"webhook.{data['type']}", json.dumps({"event": data.get("id")}))
-    handle = request.app[TEMPORAL].get_workflow_handle_for(
-        InvoiceWorkflow.run, invoice_workflow_id(row["account_id"], row["period"]))
+    handle: WorkflowHandle[InvoiceWorkflow, Any] = request.app[TEMPORAL].get_workflow_handle(
+        invoice_workflow_id(row["account_id"], row["period"]))
     notice = PaymentNotice(event=str(data["type"]), stripe_invoice_id=str(stripe_invoice_id))
     try:
         if signal == "payment_succeeded":
