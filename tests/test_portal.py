@@ -24,7 +24,7 @@ from tcloud.settings import Settings
 from tcloud.temporal import DATA_CONVERTER
 from tests import harness
 from tests.accounts_fixtures import TestAccount, create_account, unique, wait_stripe_customer
-from tests.billing_helpers import add_usage, complete_hours, set_card
+from tests.billing_helpers import add_usage, complete_hours, set_card, wait_until
 from tests.browser import browser, screenshot
 from tests.usage_fixtures import collect_provisional, ledger_quantity, wait_prometheus_total
 from tests.usage_workload import run_workload, settled_server_counter, tenant_worker
@@ -106,7 +106,12 @@ async def test_namespace_usage_invoice_and_keys(
         await complete_hours(pool, period)
         resp = await api.post("/admin/billing/runs", headers=operator_headers, json={"period": period})
         assert resp.status == 202, await resp.text()
-        await harness_wait_invoice(pool, customer.id, period)
+        async def paid() -> bool:
+            status = await pool.fetchval("SELECT status FROM invoices WHERE account_id = $1 AND period = $2",
+                                         customer.id, period)
+            return bool(status == "paid")
+
+        await wait_until(paid, seconds=120, what=f"the invoice of {customer.id} for {period} to be paid")
         total = await pool.fetchval("SELECT total_cents FROM invoices WHERE account_id = $1 AND period = $2",
                                     customer.id, period)
         await page.click("nav a[href='#/invoices']")
@@ -161,13 +166,3 @@ async def test_namespace_usage_invoice_and_keys(
         await ui.get_by_text(f"billing/{customer.id}/{period}").first.wait_for(timeout=30000)
         await screenshot(ui, "temporal-ui-billing-workflow")
 
-
-async def harness_wait_invoice(pool: asyncpg.Pool, account_id: str, period: str, within: float = 120) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        status = await pool.fetchval("SELECT status FROM invoices WHERE account_id = $1 AND period = $2",
-                                     account_id, period)
-        if status == "paid":
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"invoice of {account_id} for {period} not paid after {within}s (last status {status})")
