@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def temporal(env: dict[str, str], *args: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
+def ui_namespaces(ui_url: str) -> list[str]:
+    """The namespaces the Temporal UI lists (through its own API)."""
+    with urllib.request.urlopen(ui_url + "/api/v1/namespaces", timeout=10) as resp:
+        return [n["namespaceInfo"]["name"] for n in json.load(resp)["namespaces"]]
+
+
 async def _db_rows(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -73,8 +80,8 @@ async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -
         assert "started" not in again.stdout, again.stdout
 
         assert "tcloud-system" in temporal(deploy_env, "operator", "namespace", "list")
-        ui = procs.http_ok(deploy_env["TCLOUD_TEMPORAL_UI_URL"] + "/api/v1/namespaces")
-        assert ui, "Temporal UI does not answer"
+        assert procs.http_ok(deploy_env["TCLOUD_TEMPORAL_UI_URL"]), "Temporal UI does not answer"
+        assert "tcloud-system" in ui_namespaces(deploy_env["TCLOUD_TEMPORAL_UI_URL"])
 
         wf_id = f"platform-check/{uuid.uuid4()}"
         out = temporal(deploy_env, "workflow", "execute", "--namespace", "tcloud-system",
