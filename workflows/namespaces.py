@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -74,6 +75,16 @@ def _reason(err: ActivityError) -> str:
     return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
 
 
+async def _fail_operation(namespace: str, state: str, err: ActivityError) -> NoReturn:
+    """Put the namespace back in ``state`` (one the customer can act on), then fail with the reason."""
+    reason = _reason(err)
+    await workflow.execute_activity_method(
+        NamespaceActivities.mark_namespace_failed, FailInput(namespace, state, reason),
+        start_to_close_timeout=_DB, retry_policy=_RETRY,
+    )
+    raise ApplicationError(reason, non_retryable=True) from err
+
+
 @workflow.defn
 class CreateNamespaceWorkflow:
     """Registers the namespace on the server, waits until it answers, records it active and owned."""
@@ -91,12 +102,7 @@ class CreateNamespaceWorkflow:
                 start_to_close_timeout=_DB, retry_policy=_RETRY,
             )
         except ActivityError as err:
-            reason = _reason(err)
-            await workflow.execute_activity_method(
-                NamespaceActivities.mark_namespace_failed, FailInput(params.namespace, "failed", reason),
-                start_to_close_timeout=_DB, retry_policy=_RETRY,
-            )
-            raise ApplicationError(reason, non_retryable=True) from err
+            await _fail_operation(params.namespace, "failed", err)
         return NamespaceOperationOutput(params.namespace, "active")
 
 
@@ -117,12 +123,7 @@ class UpdateNamespaceWorkflow:
                 start_to_close_timeout=_DB, retry_policy=_RETRY,
             )
         except ActivityError as err:
-            reason = _reason(err)
-            await workflow.execute_activity_method(
-                NamespaceActivities.mark_namespace_failed, FailInput(params.namespace, "active", reason),
-                start_to_close_timeout=_DB, retry_policy=_RETRY,
-            )
-            raise ApplicationError(reason, non_retryable=True) from err
+            await _fail_operation(params.namespace, "active", err)
         return NamespaceOperationOutput(params.namespace, "active")
 
 
@@ -142,10 +143,5 @@ class DeleteNamespaceWorkflow:
                 NamespaceActivities.mark_namespace_deleted, ref, start_to_close_timeout=_DB, retry_policy=_RETRY,
             )
         except ActivityError as err:
-            reason = _reason(err)
-            await workflow.execute_activity_method(
-                NamespaceActivities.mark_namespace_failed, FailInput(params.namespace, "active", reason),
-                start_to_close_timeout=_DB, retry_policy=_RETRY,
-            )
-            raise ApplicationError(reason, non_retryable=True) from err
+            await _fail_operation(params.namespace, "active", err)
         return NamespaceOperationOutput(params.namespace, "deleted")
