@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -28,6 +29,17 @@ def binary(name: str) -> str:
     if not found:
         raise FileNotFoundError(f"{name} is not installed")
     return found
+
+
+def exit_without_finalizing(code: int) -> NoReturn:
+    """End a command-line process that used a Temporal client, skipping interpreter finalization.
+
+    The Temporal SDK's native runtime threads can abort the process (PyGILState_Release) while Python tears
+    down, turning a clean answer into a SIGABRT.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def free_port() -> int:

@@ -23,6 +23,7 @@ from activities.backup import PLATFORM_DATABASE, RestoreRequest, RestoreResult, 
 from tcloud.backups import catalog, pgtools, restoring
 from tcloud.backups.factory import open_store
 from tcloud.local.cli import read_env_file
+from tcloud.local.procs import exit_without_finalizing
 from tcloud.settings import Settings
 from tcloud.temporal import connect
 from workflows.backup import RestoreStatus, RestoreWorkflow
@@ -155,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the backups in the store and exit")
     args = parser.parse_args(argv)
     settings = load_settings()
-    if args.list:
-        asyncio.run(list_backups(settings))
-        return 0
-    backup_id = asyncio.run(resolve(settings, args.backup))
-    run = restore_offline if args.offline else restore
-    return asyncio.run(run(settings, backup_id, args.database, args.force))
+
+    async def _main() -> int:
+        if args.list:
+            await list_backups(settings)
+            return 0
+        backup_id = await resolve(settings, args.backup)
+        run = restore_offline if args.offline else restore
+        return await run(settings, backup_id, args.database, args.force)
+
+    return asyncio.run(_main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_finalizing(main())
