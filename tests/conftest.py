@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import stripe
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -22,7 +22,6 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
 from tcloud.clients import stripe_client
 from tcloud.db import create_pool
 from tcloud.local import procs
@@ -184,10 +183,8 @@ async def worker(settings: Settings, runtime: Runtime) -> AsyncIterator[None]:
 @pytest_asyncio.fixture(scope="module")
 async def api(settings: Settings) -> AsyncIterator[TestClient]:
     """The API application over a real socket, with the real Temporal client and pool."""
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with harness.api_client(settings) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp.test_utils import TestClient, TestServer
+
 from tcloud.local import procs
 from tcloud.settings import Settings
 
@@ -138,6 +140,13 @@ class Postgres:
 
     def dsn(self, database: str) -> str:
         return procs.database_dsn(self.server_dsn, database)
+
+
+def api_client(settings: Settings) -> TestClient:
+    """The real API app on a real socket; use as ``async with api_client(settings) as client``."""
+    from api.app import create_app
+
+    return TestClient(TestServer(create_app(settings)))
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

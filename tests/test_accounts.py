@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncpg
 import pytest
 import stripe
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from google.protobuf.json_format import Parse
 from temporalio.api.cloud.cloudservice.v1 import CreateApiKeyResponse, GetAccountResponse, GetApiKeysResponse
 from temporalio.api.cloud.resource.v1 import ResourceState
 from temporalio.client import Client
 
-from api.app import create_app
 from tcloud.settings import Settings
+from tests import harness
 from tests.accounts_fixtures import create_account, unique, wait_stripe_customer
 from workflows.accounts import AccountSetupInput, AccountSetupWorkflow, account_setup_workflow_id
 
@@ -143,9 +143,7 @@ async def test_api_keys_are_shown_once_listed_without_token_and_revocable(
 
 
 async def test_self_serve_signup_when_enabled(settings: Settings, worker: None, pool: asyncpg.Pool) -> None:
-    client = TestClient(TestServer(create_app(settings.model_copy(update={"signup_enabled": True}))))
-    await client.start_server()
-    try:
+    async with harness.api_client(settings.model_copy(update={"signup_enabled": True})) as client:
         resp = await client.post("/signup", json={"name": "Walk In " + unique(""), "email": "w@in.io"})
         assert resp.status == 201, await resp.text()
         body = await resp.json()
@@ -155,5 +153,3 @@ async def test_self_serve_signup_when_enabled(settings: Settings, worker: None, 
         await wait_stripe_customer(pool, body["account"]["id"])
         resp = await client.post("/signup", json={"name": "Walk In", "email": "w@in.io", "plan": "business"})
         assert resp.status == 400, "signup cannot choose a plan"
-    finally:
-        await client.close()

@@ -10,11 +10,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import stripe
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from temporalio.api.workflowservice.v1 import ListNamespacesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api.app import create_app
 from tcloud.local import procs
 from tcloud.settings import Settings
 from tests import harness
@@ -34,10 +33,8 @@ def crash_settings(settings: Settings) -> Settings:
 
 @pytest_asyncio.fixture(scope="module")
 async def crash_api(crash_settings: Settings) -> AsyncIterator[TestClient]:
-    client = TestClient(TestServer(create_app(crash_settings)))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with harness.api_client(crash_settings) as client:
+        yield client
 
 
 class WorkerProcess:

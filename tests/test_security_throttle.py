@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from api.app import create_app
 from api.throttle import FailureThrottle
 from tcloud.settings import Settings
+from tests import harness
 from tests.accounts_fixtures import create_account
 from tests.figures import Figures
 
@@ -47,10 +47,8 @@ async def strict_api(settings: Settings) -> AsyncIterator[TestClient]:
     """The API with a tight limit; one proxy hop trusted so tests can speak as several client addresses."""
     strict = settings.model_copy(update={"auth_failure_limit": LIMIT, "auth_failure_window_seconds": WINDOW,
                                          "api_trusted_proxy_hops": 1})
-    client = TestClient(TestServer(create_app(strict)))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with harness.api_client(strict) as client:
+        yield client
 
 
 def _as(address: str, token: str) -> dict[str, str]:
