@@ -84,6 +84,8 @@ async def set_up(pool: asyncpg.Pool, api: stripe.StripeClient, n: int, period: s
         async with pool.acquire() as conn:
             await StripeSync(conn, api, "setup").ensure_subscription(made.id, made.customer)
         ids[i] = made.id
+        if (i + 1) % 1000 == 0:
+            print(f"  set-up: {i + 1} accounts", flush=True)
 
     await bounded(n, 20, account)
     await complete_hours(pool, period)
@@ -148,7 +150,9 @@ async def run(n: int, concurrency: int) -> None:
                      for name, s in settings.items()}
             apis = {name: stripe_client(s, session) for name, s in settings.items()}
             t = time.monotonic()
-            ids = {name: await set_up(pools[name], apis[name], n, PERIOD) for name in fakes}
+            # Both at once: each has its own localstripe process.
+            made = await asyncio.gather(*(set_up(pools[name], apis[name], n, PERIOD) for name in fakes))
+            ids = dict(zip(fakes, made, strict=True))
             print(f"set-up (not timed below): twice {n} accounts with Stripe customers, cards, subscriptions and "
                   f"a month of usage, in {time.monotonic() - t:.1f} s")
             temporal_s, actions, counts = await temporal_run(settings["temporal"], temporal.ports.metrics, PERIOD,
