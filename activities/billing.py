@@ -265,6 +265,7 @@ class SpendAlertsInput:
 class SpendAlertsResult:
     accounts_checked: int
     notified: dict[str, list[int]]
+    deliveries_started: int = 0
 
 
 class SpendAlertActivities:

@@ -15,6 +15,7 @@ from api.routes import (
     apikeys,
     backups,
     billing,
+    billing_alerts,
     console,
     health,
     namespaces,
@@ -38,7 +39,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
     pipeline_metrics.install(app, interval_seconds=settings.pipeline_metrics_interval_seconds)
-    for module in (health, accounts, apikeys, namespaces, usage, billing, webhooks, backups, console, portal):
+    for module in (health, accounts, apikeys, namespaces, usage, billing, billing_alerts, webhooks, backups, console,
+                   portal):
         app.add_routes(module.routes)
     return app
 

@@ -65,9 +65,46 @@ class UpcomingOut(BaseModel):
     lines: list[InvoiceLineOut]
 
 
+# Plain ASCII addresses only: the address goes into a mail header.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+ALERT_EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+
+
 class SpendAlerts(BaseModel):
+    """The spend-alert settings, replaced whole by PUT: a field left out is cleared."""
+
     model_config = ConfigDict(extra="forbid")
     thresholds_cents: list[int] = Field(max_length=20, description="notify once per period at each threshold")
+    webhook_url: str | None = Field(default=None, max_length=2048,
+                                    description="POST each alert here, signed (Tcloud-Signature); null: no webhook")
+    email: str | None = Field(default=None, max_length=254, pattern=ALERT_EMAIL_PATTERN,
+                              description="send each alert to this address; null: no email")
+    rotate_webhook_secret: bool = Field(default=False, description="issue a new webhook signing secret")
+
+
+class AlertDeliveryOut(BaseModel):
+    channel: str
+    target: str
+    state: str  # pending | delivered | failed
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class AlertNotificationOut(BaseModel):
+    period: str
+    threshold_cents: int
+    estimate_cents: int
+    notified_at: datetime
+    deliveries: list[AlertDeliveryOut]
+
+
+class SpendAlertsOut(BaseModel):
+    thresholds_cents: list[int]
+    webhook_url: str | None
+    webhook_secret: str | None = Field(description="the HMAC key that signs webhook deliveries")
+    email: str | None
+    notifications: list[AlertNotificationOut] = Field(description="the latest notifications, newest first")
 
 
 class StartRun(BaseModel):

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     billing_retry_after_hours: list[int] = [72, 120, 168, 336]
     billing_suspend_after_hours: int = 240
 
+    # Spend-alert delivery. Webhooks must be https and reach public addresses unless private targets are
+    # allowed (the local platform and tests); a delivery is retried for `alert_delivery_hours`, then failed.
+    alert_webhook_allow_private: bool = False
+    alert_delivery_hours: float = 72.0
+    # Email through any SMTP server; locally `deploy.sh local` runs a mail sink into .state/mail (a Maildir).
+    smtp_host: str | None = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    alert_email_from: str = "tcloud billing <billing@tcloud.localhost>"
+
     # How often the API refreshes the billing-pipeline gauges from Postgres.
     pipeline_metrics_interval_seconds: float = 30.0
 

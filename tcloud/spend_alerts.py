@@ -1,5 +1,6 @@
 """Spend alerts: an account's thresholds, checked against the month-to-date estimate; each threshold
-notifies once per period (the notification row is the guard, so a repeated check never notifies twice)."""
+notifies once per period (the notification row is the guard, so a repeated check never notifies twice).
+The notification and one pending delivery per configured channel are written in one transaction."""
 
 from __future__ import annotations
 
@@ -29,17 +30,25 @@ async def check_account(pool: asyncpg.Pool, account_id: str, period: str, *,
     estimate = month.priced.total_cents
     notified = []
     async with pool.acquire() as conn, conn.transaction():
+        channels = await conn.fetchrow("SELECT webhook_url, email FROM spend_alert_channels WHERE account_id = $1",
+                                       account_id)
+        targets = [(c, channels[f]) for c, f in (("webhook", "webhook_url"), ("email", "email"))
+                   if channels is not None and channels[f]]
         for threshold in (t for t in thresholds if t <= estimate):
             fresh = await conn.fetchval(
                 """INSERT INTO spend_alert_notifications (account_id, period, threshold_cents, estimate_cents)
                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1""",
                 account_id, period, threshold, estimate)
             if fresh:
-                # The hook: an outbox row that the email/webhook sender delivers, and a log line.
+                # The outbox: one pending delivery per channel, sent by SpendAlertDeliveryWorkflow.
+                await conn.executemany(
+                    """INSERT INTO spend_alert_deliveries (account_id, period, threshold_cents, channel, target)
+                       VALUES ($1, $2, $3, $4, $5)""",
+                    [(account_id, period, threshold, channel, target) for channel, target in targets])
                 await conn.execute(
                     "INSERT INTO billing_events (account_id, kind, detail) VALUES ($1, 'spend_alert.notify', $2)",
                     account_id, json.dumps({"period": period, "threshold_cents": threshold,
-                                            "estimate_cents": estimate}))
+                                            "estimate_cents": estimate, "channels": [c for c, _ in targets]}))
                 log.info("spend alert: %s reached %s cents in %s (estimate %s)", account_id, threshold, period,
                          estimate)
                 notified.append(threshold)

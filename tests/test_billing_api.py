@@ -132,9 +132,9 @@ async def test_spend_alerts_notify_once_per_threshold_per_period(worker: None, a
     bad = await api.put("/cloud/billing/alerts", json={"thresholds": [5]}, headers=headers)
     assert bad.status == 400
     ok = await api.put("/cloud/billing/alerts", json={"thresholds_cents": [60_000, 40_000, 40_000]}, headers=headers)
-    assert (await ok.json()) == {"thresholds_cents": [40_000, 60_000]}
-    assert await (await api.get("/cloud/billing/alerts", headers=headers)).json() == {
-        "thresholds_cents": [40_000, 60_000]}
+    assert (await ok.json())["thresholds_cents"] == [40_000, 60_000]
+    assert (await (await api.get("/cloud/billing/alerts", headers=headers)).json())["thresholds_cents"] == [
+        40_000, 60_000]
     # The hourly check, as its Schedule starts it, twice.
     results = [await temporal_client.execute_workflow(
         SpendAlertsWorkflow.run, SpendAlertsRun(), id=f"billing-spend-alerts-test-{uuid.uuid4()}",
@@ -145,6 +145,9 @@ async def test_spend_alerts_notify_once_per_threshold_per_period(worker: None, a
     events = await pool.fetchval("SELECT count(*) FROM billing_events WHERE account_id = $1 AND "
                                  "kind = 'spend_alert.notify'", acme.id)
     assert events == 1
+    # No channel configured: the notification is recorded and shown, with nowhere to deliver it.
+    shown = (await (await api.get("/cloud/billing/alerts", headers=headers)).json())["notifications"]
+    assert [(n["threshold_cents"], n["deliveries"]) for n in shown] == [(40_000, [])]
 
 
 async def test_billing_routes_are_documented(api: TestClient) -> None:

@@ -109,6 +109,7 @@ SECRETS = {
     "stripe_api_key": "sk_live_SECRET-2",
     "stripe_webhook_secret": "whsec_SECRET-3",
     "operator_token": "op-SECRET-4",
+    "smtp_password": "smtp-SECRET-6",
 }
 
 

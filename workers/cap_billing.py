@@ -14,10 +14,11 @@ from temporalio.client import (
 )
 
 from activities.billing import BillingActivities, SpendAlertActivities
+from activities.spend_alert_delivery import SpendAlertDeliveryActivities
 from tcloud.schedules import upsert_schedule
 from tcloud.settings import Settings
 from workflows.billing import BillingMonthlyTick, BillingRunInput, BillingRunWorkflow
-from workflows.billing_alerts import SpendAlertsRun, SpendAlertsWorkflow
+from workflows.billing_alerts import DeliveryPolicy, SpendAlertDeliveryWorkflow, SpendAlertsRun, SpendAlertsWorkflow
 from workflows.billing_invoice import DunningPolicy, InvoiceWorkflow
 
 if TYPE_CHECKING:
@@ -53,25 +54,32 @@ def monthly_schedule(settings: Settings) -> Schedule:
     )
 
 
+def alerts_run_input(settings: Settings) -> SpendAlertsRun:
+    """The spend-alert check's parameters from the settings (its delivery retry window)."""
+    return SpendAlertsRun(delivery=DeliveryPolicy(deliver_for_seconds=settings.alert_delivery_hours * 3600))
+
+
 def alerts_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            SpendAlertsWorkflow.run, SpendAlertsRun(), id=f"{settings.schedule_prefix}billing-spend-alerts-check",
-            task_queue=settings.task_queue),
+            SpendAlertsWorkflow.run, alerts_run_input(settings),
+            id=f"{settings.schedule_prefix}billing-spend-alerts-check", task_queue=settings.task_queue),
         spec=ScheduleSpec(cron_expressions=[ALERTS_CRON]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
 
 
 def workflows() -> list[type]:
-    return [BillingMonthlyTick, BillingRunWorkflow, InvoiceWorkflow, SpendAlertsWorkflow]
+    return [BillingMonthlyTick, BillingRunWorkflow, InvoiceWorkflow, SpendAlertsWorkflow, SpendAlertDeliveryWorkflow]
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
     acts = BillingActivities(pool=c.pool, stripe_client=c.stripe)
     alerts = SpendAlertActivities(pool=c.pool)
+    delivery = SpendAlertDeliveryActivities(pool=c.pool, settings=c.settings)
     return [acts.check_period_complete, acts.list_accounts, acts.make_invoice, acts.record_invoice, acts.send_invoice,
-            acts.collect_payment, acts.suspend_account, acts.write_off, alerts.check_spend_alerts]
+            acts.collect_payment, acts.suspend_account, acts.write_off, alerts.check_spend_alerts,
+            delivery.dispatch_deliveries, delivery.deliver, delivery.mark_failed]
 
 
 async def ensure_schedules(c: Clients) -> None:

@@ -1,5 +1,5 @@
-"""Routes: billing. Customers read their invoices, the month-to-date estimate and set spend alerts;
-operators start and inspect billing runs and list invoices by status."""
+"""Routes: billing. Customers read their invoices and the month-to-date estimate (spend alerts:
+``api/routes/billing_alerts.py``); operators start and inspect billing runs and list invoices by status."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from api.billing_models import (
     InvoiceList,
     InvoiceOut,
     RunOut,
-    SpendAlerts,
     StartRun,
     UpcomingOut,
     invoice_out,
@@ -94,32 +93,6 @@ async def upcoming(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     month = await price_account_month(request.app[POOL], customer.account_id, period_of(now), until=now)
     return web.json_response(upcoming_out(month).model_dump(mode="json"))
-
-
-@routes.get("/cloud/billing/alerts")
-@documented("The account's spend alert thresholds", auth="customer", response=SpendAlerts, tags=TAGS)
-async def get_alerts(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
-    rows = await request.app[POOL].fetch(
-        "SELECT threshold_cents FROM spend_alerts WHERE account_id = $1 ORDER BY 1", customer.account_id)
-    return web.json_response({"thresholds_cents": [r["threshold_cents"] for r in rows]})
-
-
-@routes.put("/cloud/billing/alerts")
-@documented("Replace the spend alert thresholds (cents); each notifies once per period", auth="customer",
-            request=SpendAlerts, response=SpendAlerts, tags=TAGS)
-async def put_alerts(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
-    customer.require_writable()
-    body = await parse(request, SpendAlerts)
-    if any(t <= 0 or t > 10**12 for t in body.thresholds_cents):
-        raise ApiError(400, "thresholds_cents must be positive cents, at most 10^12")
-    thresholds = sorted(set(body.thresholds_cents))
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM spend_alerts WHERE account_id = $1", customer.account_id)
-        await conn.executemany("INSERT INTO spend_alerts (account_id, threshold_cents) VALUES ($1, $2)",
-                               [(customer.account_id, t) for t in thresholds])
-    return web.json_response({"thresholds_cents": thresholds})
 
 
 async def _run_out(request: web.Request, period: str) -> RunOut:

@@ -217,6 +217,15 @@ def localstripe_ready(port: int) -> bool:
                    headers={"Authorization": "Bearer sk_test_probe"})
 
 
+# --- Mail sink ----------------------------------------------------------------------------------
+
+def mail_sink_process(*, port: int, maildir: Path, log: Path) -> Process:
+    """aiosmtpd on loopback, storing every message it accepts in the Maildir ``maildir``."""
+    argv = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Mailbox",
+            str(maildir)]
+    return Process("mail", argv, log)
+
+
 # --- PostgreSQL (embedded) -------------------------------------------------------------------------
 
 def start_embedded_postgres(pgdata: Path) -> str:
