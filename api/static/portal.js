@@ -272,34 +272,63 @@ async function keysView() {
 // ---- spend alerts ----------------------------------------------------------------------------------
 async function alertsView() {
   const box = h("div");
+  const channelsBox = h("div");
+  const sent = h("div");
   const status = h("div", { "aria-live": "polite" });
   const amount = h("input", { id: "alert-amount", type: "number", min: 1, step: "0.01", required: true });
-  let current = [];
-  async function save(thresholds) {
+  const hookUrl = h("input", { id: "alert-webhook", type: "url", size: 48, placeholder: "https://…" });
+  const email = h("input", { id: "alert-email", type: "email", size: 32 });
+  let cfg = { thresholds_cents: [], webhook_url: null, email: null };
+  // PUT replaces the whole configuration: always send every field.
+  async function save(patch) {
+    const body = { thresholds_cents: cfg.thresholds_cents, webhook_url: cfg.webhook_url, email: cfg.email, ...patch };
     try {
-      ({ thresholds_cents: current } = await api("PUT", "/cloud/billing/alerts", { thresholds_cents: thresholds }));
+      cfg = await api("PUT", "/cloud/billing/alerts", body);
       status.replaceChildren();
     } catch (err) { status.replaceChildren(failure(err)); }
     await refresh();
   }
   const form = h("form", { class: "inline", "data-testid": "create-alert", onsubmit: async (ev) => {
     ev.preventDefault();
-    await save([...current, Math.round(Number(amount.value) * 100)]);
+    await save({ thresholds_cents: [...cfg.thresholds_cents, Math.round(Number(amount.value) * 100)] });
     amount.value = "";
   } }, h("label", { for: "alert-amount" }, "Notify me when the month reaches (USD)", amount),
   h("button", { type: "submit" }, "Add alert"));
+  const channels = h("form", { class: "inline", "data-testid": "alert-channels", onsubmit: async (ev) => {
+    ev.preventDefault();
+    await save({ webhook_url: hookUrl.value.trim() || null, email: email.value.trim() || null });
+  } }, h("label", { for: "alert-webhook" }, "Webhook URL", hookUrl),
+  h("label", { for: "alert-email" }, "Email", email), h("button", { type: "submit" }, "Save where alerts go"));
+  const deliveryBadge = (d) => h("span", { title: d.last_error || d.target },
+    `${d.channel} `, badge(`${d.state}${d.attempts > 1 ? ` (${d.attempts} tries)` : ""}`,
+                           d.state === "delivered" ? "ok" : d.state === "failed" ? "bad" : "warn"), " ");
   async function refresh() {
     await view(box, "alerts", async () => {
-      ({ thresholds_cents: current } = await api("GET", "/cloud/billing/alerts"));
+      cfg = await api("GET", "/cloud/billing/alerts");
+      hookUrl.value = cfg.webhook_url || "";
+      email.value = cfg.email || "";
+      channelsBox.replaceChildren(cfg.webhook_secret ? h("p", { class: "muted" }, "Webhooks are signed with ",
+        h("code", { "data-testid": "webhook-secret" }, cfg.webhook_secret),
+        " (header Tcloud-Signature). ", h("button", { class: "secondary", type: "button",
+          onclick: () => save({ rotate_webhook_secret: true }) }, "Rotate secret")) : "");
+      sent.replaceChildren(cfg.notifications.length ? table([
+        { label: "Period", render: (n) => n.period },
+        { label: "Threshold", num: true, render: (n) => money(n.threshold_cents) },
+        { label: "Estimate", num: true, render: (n) => money(n.estimate_cents) },
+        { label: "Notified", render: (n) => n.notified_at.slice(0, 16).replace("T", " ") },
+        { label: "Sent to", render: (n) => n.deliveries.length ? n.deliveries.map(deliveryBadge) : "nowhere" },
+      ], cfg.notifications, { testid: "alert-notifications" }) : empty("No alert has been reached yet."));
+      const current = cfg.thresholds_cents;
       if (!current.length) return empty("No spend alerts.");
       return table([{ label: "Threshold", num: true, render: (c) => money(c) },
                     { label: "", render: (c) => h("button", { class: "danger", type: "button",
                       "aria-label": `Remove the ${money(c)} alert`,
-                      onclick: () => save(current.filter((x) => x !== c)) }, "Remove") }],
+                      onclick: () => save({ thresholds_cents: current.filter((x) => x !== c) }) }, "Remove") }],
                    current, { testid: "alerts" });
     });
   }
-  main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Spend alerts"), form, status, box));
+  main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Spend alerts"), form, status, box,
+    h("h3", {}, "Where alerts go"), channels, channelsBox, h("h3", {}, "Notifications"), sent));
   await refresh();
 }
 
