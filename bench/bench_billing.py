@@ -14,7 +14,8 @@ Each gets its own database and its own fresh localstripe holding the same N acco
 
 Prints wall time, invoices/s, the ratio of the two, and the Temporal actions the run consumed per
 account-month (from the dev server's ``action`` counter for the control namespace). Each invoice costs about
-6 Stripe calls; localstripe's list calls scan its whole store, so both runs slow down as N grows.
+6 Stripe calls; localstripe's list calls scan every object of the listed type (tcloud.local.stripe_fake), so
+both runs slow down somewhat as N grows. 10,000 accounts take about 7 minutes to set up and 45 to run.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ async def temporal_run(settings: Settings, metrics_port: int, period: str, n: in
 
 async def run(n: int, concurrency: int) -> None:
     """Each run gets its own database and its own fresh localstripe with the same N accounts: localstripe's
-    list calls scan its whole store, so sharing one would slow whichever run goes second."""
+    list calls scan every object of a type, so sharing one would slow whichever run goes second."""
     root = Path(tempfile.mkdtemp(prefix="bench-billing-"))
     for part in ("temporal", "stripe-temporal", "stripe-bare"):
         (root / part).mkdir()
