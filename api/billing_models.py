@@ -8,14 +8,9 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from tcloud.invoicing import AccountMonth
+from tcloud.pricing import dollars
 
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
-
-
-def dollars(cents: int) -> str:
-    """Cents as a dollar string, e.g. 52500 -> "525.00" (exact; no float)."""
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
 class InvoiceLineOut(BaseModel):

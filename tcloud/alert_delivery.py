@@ -16,7 +16,6 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formatdate
 from urllib.parse import urlsplit
@@ -25,7 +24,7 @@ import aiohttp
 import aiosmtplib
 
 from tcloud.billing_period import first_day
-from tcloud.pricing import price_book_for
+from tcloud.pricing import dollars, price_book_for
 from tcloud.settings import Settings
 from tcloud.webhook_targets import PublicOnlyResolver, TargetRefused, check_address
 
@@ -51,10 +50,6 @@ class Notification:
         return f"spend_alert.{self.account_id}.{self.period}.{self.threshold_cents}"
 
 
-def _dollars(cents: int) -> str:
-    return f"{Decimal(cents) / 100:.2f}"
-
-
 def event(n: Notification) -> dict[str, object]:
     """The JSON body of the webhook, the same for every attempt."""
     return {
@@ -66,8 +61,8 @@ def event(n: Notification) -> dict[str, object]:
         "currency": price_book_for(first_day(n.period)).currency,
         "threshold_cents": n.threshold_cents,
         "estimate_cents": n.estimate_cents,
-        "threshold": _dollars(n.threshold_cents),
-        "estimate": _dollars(n.estimate_cents),
+        "threshold": dollars(n.threshold_cents),
+        "estimate": dollars(n.estimate_cents),
     }
 
 
@@ -113,12 +108,12 @@ def email_message(n: Notification, *, to: str, sender: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
-    msg["Subject"] = f"Spend alert: {n.account_id} reached ${_dollars(n.threshold_cents)} in {n.period}"
+    msg["Subject"] = f"Spend alert: {n.account_id} reached ${dollars(n.threshold_cents)} in {n.period}"
     msg["Date"] = formatdate(n.notified_at, usegmt=True)
     msg["Message-ID"] = f"<{n.event_id}@tcloud>"
     msg.set_content(
-        f"Account {n.account_id} reached its spend alert of ${_dollars(n.threshold_cents)} for {n.period}.\n"
-        f"Month-to-date estimate when it was checked: ${_dollars(n.estimate_cents)}.\n\n"
+        f"Account {n.account_id} reached its spend alert of ${dollars(n.threshold_cents)} for {n.period}.\n"
+        f"Month-to-date estimate when it was checked: ${dollars(n.estimate_cents)}.\n\n"
         "The estimate is priced like the invoice, over the usage collected so far; "
         "see GET /cloud/billing/upcoming or the portal for the current figure.\n")
     return msg

@@ -33,6 +33,12 @@ HOURS_PER_DAY = 24
 _PRECISION = 60
 
 
+
+def dollars(cents: int) -> str:
+    """Cents as a dollar string, e.g. 52500 -> "525.00" (exact; no float)."""
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
 @dataclass(frozen=True)
 class Tier:
     """One actions tier: the cumulative monthly total where it ends (None: no end) and its price."""

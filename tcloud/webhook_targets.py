@@ -55,15 +55,13 @@ def check_webhook_url(url: str, *, allow_private: bool) -> str:
         host.encode("idna")
     except UnicodeError:
         raise ValueError("webhook_url's host is not a valid host name") from None
-    if not allow_private:
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None and not is_public(host):
-            raise ValueError("webhook_url must reach a public address")
-        if host.rstrip(".").lower() == "localhost" or host.rstrip(".").lower().endswith(".localhost"):
-            raise ValueError("webhook_url must reach a public address")
+    try:
+        check_address(host, allow_private=allow_private)
+    except TargetRefused:
+        raise ValueError("webhook_url must reach a public address") from None
+    name = host.rstrip(".").lower()
+    if not allow_private and (name == "localhost" or name.endswith(".localhost")):
+        raise ValueError("webhook_url must reach a public address")
     return url
 
 

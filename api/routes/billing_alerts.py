@@ -26,13 +26,17 @@ async def _alerts_out(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) 
         "SELECT threshold_cents FROM spend_alerts WHERE account_id = $1 ORDER BY 1", account_id)]
     channels = await conn.fetchrow(
         "SELECT webhook_url, webhook_secret, email FROM spend_alert_channels WHERE account_id = $1", account_id)
-    latest = """SELECT period, threshold_cents, estimate_cents, notified_at FROM spend_alert_notifications
-                 WHERE account_id = $1 ORDER BY notified_at DESC, threshold_cents DESC LIMIT $2"""
-    notifications = await conn.fetch(latest, account_id, NOTIFICATIONS_SHOWN)
+    notifications = await conn.fetch(
+        """SELECT period, threshold_cents, estimate_cents, notified_at FROM spend_alert_notifications
+            WHERE account_id = $1 ORDER BY notified_at DESC, threshold_cents DESC LIMIT $2""",
+        account_id, NOTIFICATIONS_SHOWN)
     deliveries: dict[tuple[str, int], list[AlertDeliveryOut]] = {}
     for d in await conn.fetch(
-            f"""SELECT d.* FROM spend_alert_deliveries d JOIN ({latest}) n USING (period, threshold_cents)
-                 WHERE d.account_id = $1 ORDER BY d.channel""", account_id, NOTIFICATIONS_SHOWN):
+            """SELECT * FROM spend_alert_deliveries
+                WHERE account_id = $1 AND (period, threshold_cents) IN
+                      (SELECT * FROM unnest($2::text[], $3::bigint[]))
+                ORDER BY channel""",
+            account_id, [n["period"] for n in notifications], [n["threshold_cents"] for n in notifications]):
         deliveries.setdefault((d["period"], d["threshold_cents"]), []).append(AlertDeliveryOut(
             channel=d["channel"], target=d["target"], state=d["state"], attempts=d["attempts"],
             last_error=d["last_error"], delivered_at=d["delivered_at"]))
