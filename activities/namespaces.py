@@ -25,6 +25,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from tcloud.temporal import namespace_served
+
 OWNER_KEY = "tcloud-account"  # in the server namespace's `data`: the account that owns it
 _POLL_SECONDS = 0.2
 _DAY = 86400
@@ -111,6 +113,10 @@ class NamespaceActivities:
         if owner != params.account_id:
             raise ApplicationError(f"namespace {params.namespace} exists on the server and is not this account's",
                                    non_retryable=True)
+        # DescribeNamespace reads the database; calls in the namespace work once every frontend's cache has it.
+        while not await namespace_served(self._temporal, params.namespace):
+            activity.heartbeat()
+            await asyncio.sleep(_POLL_SECONDS)
         return created
 
     @activity.defn

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -84,17 +84,27 @@ def jwks(settings: Settings) -> dict[str, Any]:
     return {"keys": [signing_key(settings).jwk()]}
 
 
-def issue(settings: Settings, *, account_id: str, namespace: str, now: float | None = None) -> tuple[str, int]:
+# What a data-plane token may grant on one namespace, in the claim mapper's words: `read` (describe, list, query,
+# history) or `write` (also start, signal, terminate, poll as a worker). `admin` (namespace update, search
+# attributes) stays with the control plane, which changes namespaces through its own workflows.
+Role = Literal["read", "write"]
+ROLES: tuple[Role, ...] = ("read", "write")
+
+
+def issue(settings: Settings, *, account_id: str, namespace: str, role: Role = "write", now: float | None = None,
+          ttl_seconds: int | None = None) -> tuple[str, int]:
     """A token that lets its bearer use ``namespace`` (and nothing else) for ``settings.jwt_ttl_seconds``.
 
     Returns:
         The token and its expiry (seconds since the epoch).
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
     key = signing_key(settings)
     issued = int(now if now is not None else time.time())
-    expires = issued + settings.jwt_ttl_seconds
+    expires = issued + (settings.jwt_ttl_seconds if ttl_seconds is None else ttl_seconds)
     claims = {"sub": account_id, "iss": ISSUER, "iat": issued, "nbf": issued, "exp": expires,
-              "permissions": [f"{namespace}:write"]}
+              "permissions": [f"{namespace}:{role}"]}
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid}), expires
 
 

@@ -65,7 +65,7 @@ def namespace_message(row: asyncpg.Record, settings: Settings) -> Namespace:
         state=_STATE[row["state"]],
         state_deprecated=row["state"],
         async_operation_id=row["async_operation_id"] or "",
-        endpoints=Endpoints(grpc_address=settings.temporal_address,
+        endpoints=Endpoints(grpc_address=settings.temporal_public_address,
                             web_address=f"{settings.temporal_ui_url}/namespaces/{row['namespace']}"),
     )
     ns.created_time.CopyFrom(_ts(row["created_at"]))

@@ -18,7 +18,10 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
 
     # Temporal: where the platform's own workflows run. The control namespace is never billed to a tenant.
-    temporal_address: str = "127.0.0.1:7233"
+    # The platform's processes use the internal frontend (no tenant JWT; never reachable from outside), tenants
+    # the public frontend, where every call needs a JWT from POST /cloud/namespaces/{ns}/token.
+    temporal_address: str = "127.0.0.1:7236"
+    temporal_public_address: str = "127.0.0.1:7233"
     temporal_ui_url: str = "http://127.0.0.1:8080"
     control_namespace: str = "tcloud-system"
     task_queue: str = "tcloud-control"
@@ -67,9 +70,19 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: float = 60.0
     api_trusted_proxy_hops: int = 0
 
-    # Fixed ports of the local platform's Temporal dev server (deploy.sh local).
+    # The local platform's Temporal (deploy.sh local): the official server built from its Go module, on the
+    # embedded PostgreSQL with JWT authorization ("server"), or the CLI's dev server for a quick look without
+    # authorization ("dev"; one door, SQLite). Shards are fixed when Temporal's database is first created.
+    local_temporal_engine: Literal["server", "dev"] = "server"
+    local_temporal_history_shards: int = 4
     local_temporal_http_port: int = 7243
     local_temporal_metrics_port: int = 9235
+    # The server's other ports (history, matching, worker and the five membership ports): Temporal's usual numbers
+    # (7234, 7235, 7239, 6933-6939), or eight consecutive ports from this one (below 32768: membership ports are
+    # stored as a smallint).
+    local_temporal_ports_from: int | None = None
+    # How often the local server re-reads the API's JWKS (production: 1m, charts/temporal-values.yaml).
+    local_temporal_jwks_refresh: str = "10s"
 
     # Schedules (hourly usage, monthly billing, daily backups); tests turn them off or give them a prefix.
     schedules_enabled: bool = True

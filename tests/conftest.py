@@ -1,12 +1,15 @@
-"""Fixtures that start the real parts: Temporal dev server, embedded PostgreSQL, Prometheus, localstripe."""
+"""Fixtures that start the real parts: the official Temporal server (PostgreSQL, JWT authorization), embedded
+PostgreSQL, Prometheus, localstripe, the Temporal UI server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +25,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
+from api import jwt
 from tcloud.clients import stripe_client
 from tcloud.db import create_pool
 from tcloud.local import procs
@@ -31,6 +35,8 @@ from tests import harness
 from workers.main import run_worker
 
 pytest_plugins = ["tests.figures"]
+
+TemporalFactory = harness.TemporalFactory
 
 # Each test module gets its own control namespace, so workflow ids like billing-run/<period> never collide across
 # modules sharing the session's Temporal server. They are registered when the server starts: a namespace
@@ -54,14 +60,39 @@ def postgres(platform_root: Path) -> Iterator[harness.Postgres]:
     pg.stop()
 
 
+@dataclass(frozen=True)
+class JwtKeys:
+    """The session's data-plane signing key and the JWKS file every Temporal server of the session trusts."""
+
+    key_file: Path
+    jwks_uri: str
+
+
 @pytest.fixture(scope="session")
-def temporal_server(platform_root: Path) -> Iterator[harness.TemporalServer]:
-    root = platform_root / "temporal"
-    root.mkdir()
-    server = harness.TemporalServer(root, namespaces=CONTROL_NAMESPACES)
+def jwt_keys(platform_root: Path) -> JwtKeys:
+    key_settings = Settings(state_dir=platform_root)
+    jwks_file = platform_root / "jwks.json"
+    jwks_file.write_text(json.dumps(jwt.jwks(key_settings)))
+    return JwtKeys(jwt.key_path(key_settings), jwks_file.as_uri())
+
+
+@pytest.fixture(scope="session")
+def temporal_factory(postgres: harness.Postgres, jwt_keys: JwtKeys) -> TemporalFactory:
+    """Makes (does not start) more Temporal servers on the session's PostgreSQL, trusting the session's key."""
+
+    def make(root: Path, namespaces: tuple[str, ...] = (), *, with_ui: bool = False) -> harness.TemporalServer:
+        return harness.TemporalServer(root, server_dsn=postgres.server_dsn, jwks_uri=jwt_keys.jwks_uri,
+                                      namespaces=namespaces, with_ui=with_ui)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def temporal_server(platform_root: Path, temporal_factory: TemporalFactory) -> Iterator[harness.TemporalServer]:
+    server = temporal_factory(platform_root / "temporal", CONTROL_NAMESPACES, with_ui=True)
     server.start()
     yield server
-    server.stop()
+    server.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +150,8 @@ async def database_dsn(request: pytest.FixtureRequest, postgres: harness.Postgre
 
 @pytest.fixture(scope="module")
 def settings(request: pytest.FixtureRequest, database_dsn: str, temporal_server: harness.TemporalServer,
-             localstripe: harness.LocalStripe, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+             localstripe: harness.LocalStripe, jwt_keys: JwtKeys, tmp_path_factory: pytest.TempPathFactory
+             ) -> Settings:
     """Settings pointing at this session's real parts and this module's database."""
     try:
         prometheus_url = request.getfixturevalue("prometheus").url
@@ -132,7 +164,9 @@ def settings(request: pytest.FixtureRequest, database_dsn: str, temporal_server:
     return Settings(
         state_dir=state,
         temporal_address=temporal_server.address,
-        temporal_ui_url=f"http://127.0.0.1:{temporal_server.ports.ui}",
+        temporal_public_address=temporal_server.public_address,
+        temporal_ui_url=temporal_server.ui_url,
+        jwt_private_key_file=jwt_keys.key_file,
         control_namespace=control_namespace,
         task_queue="tcloud-test-" + secrets.token_hex(3),
         postgres_dsn=SecretStr(database_dsn),

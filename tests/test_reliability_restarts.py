@@ -77,8 +77,10 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def own_temporal(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
-    yield from private_temporal(tmp_path_factory.mktemp("restart-temporal"), settings.control_namespace)
+def own_temporal(settings: Settings, temporal_factory: harness.TemporalFactory,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
+    yield from private_temporal(temporal_factory, tmp_path_factory.mktemp("restart-temporal"),
+                                settings.control_namespace)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,9 @@ from workflows.usage import UsageHourlyInput, UsageHourlyWorkflow
 
 
 @pytest.fixture(scope="module")
-def own_temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
-    server = harness.TemporalServer(tmp_path_factory.mktemp("own-temporal"))
+def own_temporal(temporal_factory: harness.TemporalFactory,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.TemporalServer]:
+    server = temporal_factory(tmp_path_factory.mktemp("own-temporal"))
     server.start()
     yield server
     server.stop()

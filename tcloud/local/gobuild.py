@@ -1,0 +1,95 @@
+"""Temporal's own programs built from their published Go modules, once per machine, into a cache outside the repo.
+
+Nothing is vendored or downloaded prebuilt: ``go install <package>@<version>`` fetches the module's source through
+the Go module proxy and compiles it with this machine's toolchain (``GOTOOLCHAIN=local``: no toolchain download).
+The versions are pinned here and in ``charts/temporal-values.yaml`` (server image tag) so that the local platform
+and production run the same server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_VERSION = "v1.32.1"
+UI_SERVER_VERSION = "v2.55.0"
+
+
+@dataclass(frozen=True)
+class GoProgram:
+    """A ``main`` package of a published Go module, at a pinned version."""
+
+    name: str
+    package: str
+    version: str
+
+    @property
+    def binary_name(self) -> str:
+        """What ``go install`` names the binary: the last element of the package path."""
+        return self.package.rsplit("/", 1)[1]
+
+
+TEMPORAL_SERVER = GoProgram("temporal-server", "go.temporal.io/server/cmd/server", SERVER_VERSION)
+TEMPORAL_SQL_TOOL = GoProgram("temporal-sql-tool", "go.temporal.io/server/cmd/tools/sql", SERVER_VERSION)
+TEMPORAL_UI_SERVER = GoProgram("temporal-ui-server", "github.com/temporalio/ui-server/v2/cmd/server",
+                               UI_SERVER_VERSION)
+PROGRAMS = (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, TEMPORAL_UI_SERVER)
+
+
+def cache_dir() -> Path:
+    """Where built programs live: ``TCLOUD_GO_CACHE``, else ``$XDG_CACHE_HOME/tcloud/go-bin`` (``~/.cache``)."""
+    if os.environ.get("TCLOUD_GO_CACHE"):
+        return Path(os.environ["TCLOUD_GO_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "tcloud" / "go-bin"
+
+
+def binary_path(program: GoProgram) -> Path:
+    return cache_dir() / f"{program.name}-{program.version}" / program.binary_name
+
+
+def ensure_built(program: GoProgram, *, say: Callable[[str], None] = print) -> Path:
+    """The program's binary, built first if this machine has not built this version yet.
+
+    Raises:
+        RuntimeError: Go is missing, or the module could not be fetched or built (with go's own words).
+    """
+    path = binary_path(program)
+    if path.exists():
+        return path
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(f"building {program.name} needs Go (1.26.8 or newer) on PATH")
+    say(f"building {program.name} {program.version} from {program.package} (once per machine) ...")
+    started = time.monotonic()
+    staging = path.parent.with_name(path.parent.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    env = {**os.environ, "GOBIN": str(staging), "GOTOOLCHAIN": "local"}
+    cmd = [go, "install", f"{program.package}@{program.version}"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    # Publish the finished directory in one rename so a killed build never leaves a half-written binary in place.
+    shutil.rmtree(path.parent, ignore_errors=True)
+    staging.rename(path.parent)
+    say(f"built {program.name} in {time.monotonic() - started:.0f}s: {path}")
+    return path
+
+
+def ensure_all(*, say: Callable[[str], None] = print) -> dict[str, Path]:
+    return {p.name: ensure_built(p, say=say) for p in PROGRAMS}
+
+
+def main() -> int:
+    ensure_all()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

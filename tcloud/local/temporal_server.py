@@ -1,0 +1,275 @@
+"""The official Temporal server on PostgreSQL with JWT authorization: its config, schemas and process.
+
+The same choices as ``charts/temporal-values.yaml``, so that the local platform and the tests run what production
+runs: persistence and SQL visibility on PostgreSQL (``postgres12``), Temporal's default authorizer and default JWT
+claim mapper with keys from the control plane's JWKS, and two doors:
+
+- the public frontend, where tenants connect and every call needs a valid JWT;
+- the internal frontend (``internal-frontend``), where the platform's own processes connect. The server maps every
+  caller there to the system admin, so it must never be reachable from outside: loopback here, cluster-internal on
+  Kubernetes (the chart gives it no ingress).
+
+The config is written as JSON, which is also YAML, so no YAML library is needed to write it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from tcloud.local import gobuild, procs
+
+PERSISTENCE_DB = "temporal"
+VISIBILITY_DB = "temporal_visibility"
+DATABASES = (PERSISTENCE_DB, VISIBILITY_DB)
+SCHEMAS = {PERSISTENCE_DB: "postgresql/v12/temporal", VISIBILITY_DB: "postgresql/v12/visibility"}
+SERVICES = ("frontend", "internal-frontend", "history", "matching", "worker")
+
+# Checked at every start: a short refresh so that the control plane's key is known soon after the API starts.
+DYNAMIC_CONFIG = {
+    # How soon a newly registered namespace (or search attribute) is served by every service.
+    "system.namespaceCacheRefreshInterval": [{"value": "1s"}],
+}
+
+
+@dataclass
+class ServerPorts:
+    """Every port the all-in-one server listens on (gRPC and ringpop membership per service)."""
+
+    frontend: int
+    frontend_http: int
+    internal_frontend: int
+    history: int
+    matching: int
+    worker: int
+    frontend_membership: int
+    internal_frontend_membership: int
+    history_membership: int
+    matching_membership: int
+    worker_membership: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> ServerPorts:
+        """Ports nothing listens on right now (tests), below the ephemeral range (see ``procs.free_low_port``)."""
+        chosen: list[int] = []
+        while len(chosen) < len(fields(cls)):
+            port = procs.free_low_port()
+            if port not in chosen:
+                chosen.append(port)
+        return cls(*chosen)
+
+    @classmethod
+    def local(cls, *, frontend: int, internal_frontend: int, frontend_http: int, metrics: int,
+              others_from: int | None = None) -> ServerPorts:
+        """The local platform's ports: Temporal's usual numbers, or eight consecutive ones from ``others_from``."""
+        if others_from is None:
+            others = (7234, 7235, 7239, 6933, 6936, 6934, 6935, 6939)
+        else:
+            others = tuple(range(others_from, others_from + 8))
+        history, matching, worker, *membership = others
+        return cls(frontend=frontend, frontend_http=frontend_http, internal_frontend=internal_frontend,
+                   history=history, matching=matching, worker=worker, frontend_membership=membership[0],
+                   internal_frontend_membership=membership[1], history_membership=membership[2],
+                   matching_membership=membership[3], worker_membership=membership[4], metrics=metrics)
+
+    def rpc(self, service: str) -> dict[str, object]:
+        key = service.replace("-", "_")
+        out: dict[str, object] = {"grpcPort": getattr(self, key), "membershipPort": getattr(self, f"{key}_membership"),
+                                  "bindOnIP": "127.0.0.1"}
+        if service == "frontend":
+            out["httpPort"] = self.frontend_http
+        return out
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """Where Temporal's two databases live, from a server DSN (TCP or a Unix socket directory)."""
+
+    user: str
+    password: str
+    host: str
+    port: int
+    socket_dir: str | None
+
+    @property
+    def plugin(self) -> str:
+        """The chart's ``postgres12`` (lib/pq) over TCP; over a Unix socket only the pgx driver honours ``host``."""
+        return "postgres12_pgx" if self.socket_dir else "postgres12"
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> PostgresTarget:
+        parts = urlsplit(dsn)
+        socket_dir = parse_qs(parts.query).get("host", [None])[0]
+        return cls(user=parts.username or "postgres", password=parts.password or "",
+                   host=parts.hostname or "localhost", port=parts.port or 5432, socket_dir=socket_dir)
+
+    def datastore(self, database: str, *, max_conns: int) -> dict[str, object]:
+        sql: dict[str, object] = {
+            "pluginName": self.plugin, "databaseName": database, "connectAddr": f"{self.host}:{self.port}",
+            "connectProtocol": "tcp", "user": self.user, "password": self.password,
+            "maxConns": max_conns, "maxIdleConns": max_conns, "maxConnLifetime": "1h",
+        }
+        if self.socket_dir:
+            sql["connectAttributes"] = {"host": self.socket_dir}
+        return {"sql": sql}
+
+    def sql_tool_args(self, database: str) -> list[str]:
+        args = ["--plugin", self.plugin, "--ep", self.host, "-p", str(self.port), "-u", self.user,
+                "--db", database]
+        if self.password:
+            args += ["--pw", self.password]
+        if self.socket_dir:
+            args += ["--connect-attributes", f"host={self.socket_dir}"]
+        return args
+
+
+def server_config(*, ports: ServerPorts, postgres: PostgresTarget, jwks_uris: Sequence[str],
+                  jwks_refresh: str, dynamic_config_file: Path, history_shards: int,
+                  log_level: str = "warn", databases: tuple[str, str] = DATABASES
+                  ) -> dict[str, object]:
+    """The server's config file, as a dict."""
+    return {
+        "log": {"stdout": True, "level": log_level},
+        "persistence": {
+            "defaultStore": "default",
+            "visibilityStore": "visibility",
+            "numHistoryShards": history_shards,
+            "datastores": {
+                # Per service and datastore; the chart's 20/10 are per pod of one service.
+                "default": postgres.datastore(databases[0], max_conns=10),
+                "visibility": postgres.datastore(databases[1], max_conns=5),
+            },
+        },
+        "global": {
+            "membership": {"maxJoinDuration": "30s", "broadcastAddress": "127.0.0.1"},
+            "metrics": {"prometheus": {"framework": "tally", "timerType": "histogram",
+                                       "listenAddress": f"127.0.0.1:{ports.metrics}", "handlerPath": "/metrics"}},
+            "authorization": {
+                "jwtKeyProvider": {"keySourceURIs": list(jwks_uris), "refreshInterval": jwks_refresh},
+                "permissionsClaimName": "permissions",
+                "authorizer": "default",
+                "claimMapper": "default",
+            },
+        },
+        "services": {service: {"rpc": ports.rpc(service)} for service in SERVICES},
+        "clusterMetadata": {
+            "enableGlobalNamespace": False,
+            "failoverVersionIncrement": 10,
+            "masterClusterName": "active",
+            "currentClusterName": "active",
+            "clusterInformation": {"active": {
+                "enabled": True, "initialFailoverVersion": 1, "rpcName": "frontend",
+                "rpcAddress": f"127.0.0.1:{ports.frontend}", "httpAddress": f"127.0.0.1:{ports.frontend_http}",
+            }},
+        },
+        "dcRedirectionPolicy": {"policy": "noop"},
+        "archival": {"history": {"state": "disabled"}, "visibility": {"state": "disabled"}},
+        "namespaceDefaults": {"archival": {"history": {"state": "disabled"}, "visibility": {"state": "disabled"}}},
+        "dynamicConfigClient": {"filepath": str(dynamic_config_file), "pollInterval": "10s"},
+    }
+
+
+async def _create_databases(server_dsn: str, names: Sequence[str]) -> dict[str, bool]:
+    """Create each database that does not exist; answer which already had Temporal's schema."""
+    import asyncpg
+
+    had_schema: dict[str, bool] = {}
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        for name in names:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+                had_schema[name] = False
+                continue
+            db = await asyncpg.connect(procs.database_dsn(server_dsn, name))
+            try:
+                had_schema[name] = bool(await db.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"))
+            finally:
+                await db.close()
+    finally:
+        await conn.close()
+    return had_schema
+
+
+def prepare_databases(server_dsn: str, *, databases: tuple[str, str] = DATABASES,
+                      log: Path) -> None:
+    """Create Temporal's databases if missing and set up or upgrade their schemas with ``temporal-sql-tool``."""
+    tool = str(gobuild.ensure_built(gobuild.TEMPORAL_SQL_TOOL))
+    target = PostgresTarget.from_dsn(server_dsn)
+    had_schema = asyncio.run(_create_databases(server_dsn, databases))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        for database, schema in zip(databases, SCHEMAS.values(), strict=True):
+            steps = [] if had_schema[database] else [["setup-schema", "-v", "0.0"]]
+            steps.append(["update-schema", "--schema-name", schema])
+            for step in steps:
+                cmd = [tool, *target.sql_tool_args(database), *step]
+                if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
+                    raise RuntimeError(f"temporal-sql-tool {step[0]} of {database} failed: see {log}")
+
+
+def write_config(root: Path, config: dict[str, object]) -> Path:
+    """Write the config and its dynamic config under ``root``; return the config file."""
+    root.mkdir(parents=True, exist_ok=True)
+    dynamic = Path(str(config["dynamicConfigClient"]["filepath"]))  # type: ignore[index]
+    dynamic.write_text(json.dumps(DYNAMIC_CONFIG, indent=2) + "\n")
+    path = root / "temporal-server.yaml"
+    path.write_text("# Generated by tcloud (tcloud/local/temporal_server.py); edits are overwritten.\n"
+                    + json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def server_process(config_file: Path, *, log: Path) -> procs.Process:
+    binary = str(gobuild.ensure_built(gobuild.TEMPORAL_SERVER))
+    argv = [binary, "--config-file", str(config_file), "start"]
+    for service in SERVICES:
+        argv += ["--service", service]
+    return procs.Process("temporal", argv, log)
+
+
+def server_ready(ports: ServerPorts) -> bool:
+    """Both doors listen and the frontend calls itself healthy (its ports open seconds before it serves);
+    GetSystemInfo needs no token, so the public HTTP API answers it before any JWT is involved."""
+    return (procs.port_open(ports.internal_frontend) and procs.http_ok(f"http://127.0.0.1:{ports.metrics}/metrics")
+            and procs.http_ok(f"http://127.0.0.1:{ports.frontend_http}/api/v1/system-info"))
+
+
+# --- The operators' Temporal UI ---------------------------------------------------------------------------
+
+def ui_config(*, grpc_address: str, port: int) -> dict[str, object]:
+    """The UI server's config: the operators' UI on loopback, talking to the internal frontend."""
+    return {
+        "temporalGrpcAddress": grpc_address,
+        "host": "127.0.0.1",
+        "port": port,
+        "enableUi": True,
+        "defaultNamespace": "default",
+        "showTemporalSystemNamespace": False,
+        "hideLogs": True,
+        "cors": {"cookieInsecure": True, "allowOrigins": [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]},
+        "auth": {"enabled": False},
+        "notifyOnNewVersion": False,
+        "disableNewsFetch": True,
+    }
+
+
+def ui_process(root: Path, *, grpc_address: str, port: int, default_namespace: str, log: Path) -> procs.Process:
+    binary = str(gobuild.ensure_built(gobuild.TEMPORAL_UI_SERVER))
+    config_dir = root / "ui-config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    config = ui_config(grpc_address=grpc_address, port=port)
+    config["defaultNamespace"] = default_namespace
+    (config_dir / "base.yaml").write_text(json.dumps(config, indent=2) + "\n")
+    (config_dir / "tcloud.yaml").write_text("{}\n")
+    argv = [binary, "--root", str(root), "--config", "ui-config", "--env", "tcloud", "start"]
+    return procs.Process("temporal-ui", argv, log)
+
+
+def ui_ready(port: int) -> bool:
+    return procs.http_ok(f"http://127.0.0.1:{port}/healthz")
