@@ -63,12 +63,34 @@ ensure_prometheus() {
   fi
 }
 
+ensure_test_tools() {
+  # What the test suite drives besides the platform: Debian's Chromium (Playwright runs it; never a downloaded
+  # browser) and shellcheck.
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian's ${missing[*]} (for the test suite)"
+    apt_install "${missing[@]}"
+  fi
+}
+
+ensure_go() {
+  # Temporal's server, schema tool and UI server (and a terraform CLI) are built from their Go modules.
+  command -v go >/dev/null 2>&1 || die "Go 1.26.8 or newer is needed to build the Temporal server from its module"
+  local started=$SECONDS
+  "$PY" -m tcloud.local.gobuild
+  log "Go programs ready in $((SECONDS - started))s (cache: ${TCLOUD_GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tcloud/go-bin})"
+}
+
 cmd="${1:-}"
 case "$cmd" in
   local)
     ensure_python
     ensure_frontend
     ensure_prometheus
+    ensure_test_tools
+    ensure_go
     "$PY" -m tcloud.local.cli up
     ;;
   status)

@@ -1,10 +1,11 @@
 """A monthly billing run of N accounts against localstripe, through Temporal and as a bare asyncio loop.
 
-    .venv/bin/python -m bench.bench_billing [--accounts 10000] [--concurrency 50]   # from the repo root
+    .venv/bin/python -m bench.bench_billing [--accounts 10000] [--concurrency 50] [--engine server|dev]
 
-Starts its own Temporal dev server, embedded Postgres and localstripe (no persistence, as the test fixtures
-run it) in a temp dir. Set-up, not timed: N accounts on the payg plan with a month of usage, their Stripe
-customers with a card, and their subscriptions (so both make exactly the same Stripe calls). Then:
+Starts its own Temporal (the official server on the same embedded PostgreSQL, as the platform and the tests run
+it, or with ``--engine dev`` the CLI's dev server on SQLite), embedded Postgres and localstripe (no persistence, as
+the test fixtures run it) in a temp dir. Set-up, not timed: N accounts on the payg plan with a month of usage,
+their Stripe customers with a card, and their subscriptions (so both make exactly the same Stripe calls). Then:
 
 1. the billing run ``billing-run/<month>`` through the real worker (in this process), timed;
 2. the same activity code (record, send, collect) called from a bare asyncio loop with the same concurrency
@@ -13,7 +14,7 @@ customers with a card, and their subscriptions (so both make exactly the same St
 Each gets its own database and its own fresh localstripe holding the same N accounts.
 
 Prints wall time, invoices/s, the ratio of the two, and the Temporal actions the run consumed per
-account-month (from the dev server's ``action`` counter for the control namespace). Each invoice costs about
+account-month (from the server's ``action`` counter for the control namespace). Each invoice costs about
 6 Stripe calls; localstripe's list calls scan every object of the listed type (tcloud.local.stripe_fake), so
 both runs slow down somewhat as N grows. 10,000 accounts take about 7 minutes to set up and 45 to run.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import tempfile
 import time
@@ -36,6 +38,7 @@ from pydantic import SecretStr
 
 from activities.billing import AccountPeriod, BillingActivities, InvoiceRef
 from activities.billing_stripe import StripeSync
+from api import jwt
 from tcloud.clients import stripe_client
 from tcloud.db import create_pool
 from tcloud.local import procs
@@ -123,19 +126,51 @@ async def temporal_run(settings: Settings, metrics_port: int, period: str, n: in
     return seconds, actions, result.counts
 
 
-async def run(n: int, concurrency: int) -> None:
+class DevServer:
+    """The CLI's dev server (SQLite, one door, no authorization) for a side-by-side figure."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.ports = procs.TemporalPorts(grpc=procs.free_port(), ui=procs.free_port(), http=procs.free_port(),
+                                         metrics=procs.free_port())
+        self.proc = procs.temporal_process(db_file=root / "temporal.db", ports=self.ports, log=root / "temporal.log",
+                                           namespaces=(CONTROL_NAMESPACE,), headless=True)
+        self.managed = harness.Managed(self.proc)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def start(self) -> None:
+        popen = self.managed.start()
+        procs.wait_until(lambda: procs.temporal_ready(self.ports), timeout=60, what="temporal", proc=popen,
+                         log=self.proc.log)
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+
+async def run(n: int, concurrency: int, engine: str) -> None:
     """Each run gets its own database and its own fresh localstripe with the same N accounts: localstripe's
     list calls scan every object of a type, so sharing one would slow whichever run goes second."""
     root = Path(tempfile.mkdtemp(prefix="bench-billing-"))
     for part in ("temporal", "stripe-temporal", "stripe-bare"):
         (root / part).mkdir()
     pg = harness.Postgres(root / "pg")
-    temporal = harness.TemporalServer(root / "temporal", namespaces=(CONTROL_NAMESPACE,))
     fakes = {"temporal": harness.LocalStripe(root / "stripe-temporal"),
              "bare": harness.LocalStripe(root / "stripe-bare")}
+    temporal: harness.TemporalServer | DevServer | None = None
     try:
         pg.start()
+        if engine == "dev":
+            temporal = DevServer(root / "temporal")
+        else:
+            jwks = root / "jwks.json"
+            jwks.write_text(json.dumps(jwt.jwks(Settings(state_dir=root))))
+            temporal = harness.TemporalServer(root / "temporal", server_dsn=pg.server_dsn, jwks_uri=jwks.as_uri(),
+                                              namespaces=(CONTROL_NAMESPACE,))
         temporal.start()
+        print(f"engine: {engine} ({'dev server on SQLite' if engine == 'dev' else 'official server on PostgreSQL'})")
         conn = await asyncpg.connect(pg.server_dsn)
         for name in fakes:
             fakes[name].start()
@@ -176,7 +211,8 @@ async def run(n: int, concurrency: int) -> None:
     finally:
         for fake in fakes.values():
             fake.stop()
-        temporal.stop()
+        if temporal is not None:
+            temporal.stop()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -185,8 +221,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--engine", choices=["server", "dev"], default="server")
     args = parser.parse_args()
-    asyncio.run(run(args.accounts, args.concurrency))
+    asyncio.run(run(args.accounts, args.concurrency, args.engine))
 
 
 if __name__ == "__main__":

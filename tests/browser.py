@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
 def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; CI installs it)")
+        pytest.fail("Debian's chromium is not installed: run ./deploy.sh local, which installs it")
     return path
 
 

@@ -60,6 +60,14 @@ def temporal(env: dict[str, str], *args: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
+def temporal_failure(env: dict[str, str], *args: str) -> str:
+    """Run the temporal CLI expecting it to fail; its error output."""
+    cmd = [str(procs.BIN_DIR / "temporal"), *args, "--address", env["TCLOUD_TEMPORAL_ADDRESS"]]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
 def ui_namespaces(ui_url: str) -> list[str]:
     """The namespaces the Temporal UI lists (through its own API)."""
     with urllib.request.urlopen(ui_url + "/api/v1/namespaces", timeout=10) as resp:
@@ -135,6 +143,23 @@ async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -
         await _tenant_uses_the_public_door(deploy_env)
         dsn = read_env_file(Path(deploy_env["TCLOUD_STATE_DIR"]) / "tcloud.env")["TCLOUD_POSTGRES_DSN"]
         await _db_rows(dsn, "INSERT INTO accounts (id, name, email) VALUES ('keepme', 'K', 'k@k.test') RETURNING id")
+
+        # The daily backup covers Temporal's own databases; restoring them brings back what the backup held.
+        backup = temporal(deploy_env, "workflow", "execute", "--namespace", "tcloud-system",
+                          "--task-queue", "tcloud-control", "--type", "BackupWorkflow",
+                          "--workflow-id", f"backup/test-{uuid.uuid4().hex[:6]}", "--input", "{}", "-o", "json")
+        dumped = {d["database"] for d in json.loads(backup)["result"]["manifest"]["dumps"]}
+        assert {"platform", "temporal", "temporal_visibility"} <= dumped, dumped
+        after_backup = f"platform-check/{uuid.uuid4()}"
+        temporal(deploy_env, "workflow", "execute", "--namespace", "tcloud-system", "--task-queue", "tcloud-control",
+                 "--type", "PlatformCheckWorkflow", "--workflow-id", after_backup, "--input", "{}")
+        restored = deploy(deploy_env, "restore", "latest", "--temporal", "--force")
+        assert "restored" in restored.stdout and "temporal_visibility" in restored.stdout, restored.stdout
+        assert "DOWN" not in deploy(deploy_env, "status").stdout
+        temporal(deploy_env, "workflow", "describe", "--namespace", "tcloud-system", "--workflow-id", wf_id)
+        gone = temporal_failure(deploy_env, "workflow", "describe", "--namespace", "tcloud-system", "--workflow-id",
+                                after_backup)
+        assert "not found" in gone.lower(), gone
 
         deploy(deploy_env, "stop")
         assert deploy(deploy_env, "status", check=False).returncode != 0

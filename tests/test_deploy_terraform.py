@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import hcl2
 import pytest
 
+from tcloud.local import gobuild
 from tcloud.settings import Settings
 from tests.test_deploy_artifacts import KUBERNETES_VERSION
 
@@ -127,8 +127,9 @@ def test_variables_and_outputs_are_documented() -> None:
 
 
 def test_terraform_fmt_is_clean() -> None:
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform is not installed (optional: the HCL is parsed by python-hcl2 above)")
-    result = subprocess.run(["terraform", "fmt", "-check", "-diff", "-recursive", str(TERRAFORM)],
+    terraform = gobuild.binary_path(gobuild.TERRAFORM)
+    if not terraform.exists():
+        pytest.fail(f"{terraform} is missing: ./deploy.sh local builds it from its Go module")
+    result = subprocess.run([str(terraform), "fmt", "-check", "-diff", "-recursive", str(TERRAFORM)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -278,6 +278,24 @@ async def test_a_tenant_runs_its_own_namespace_with_its_token(
     figures.add("isolation cells refused as expected", 11)
 
 
+async def test_a_probe_learns_at_most_whether_a_guessed_name_exists(
+        tenants: Tenants, temporal_server: harness.TemporalServer, figures: Figures) -> None:
+    """The server validates the namespace before it authorizes the call: the one thing a probe can tell."""
+    client = await _public(temporal_server, tenants.a.namespace, tenants.a.token)
+    absent = unique("nosuch") + "." + tenants.b.account.id
+
+    async def describe(namespace: str) -> RPCError:
+        with pytest.raises(RPCError) as err:
+            await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
+        return err.value
+
+    on_absent, on_other = await describe(absent), await describe(tenants.b.namespace)
+    assert on_other.status in REFUSED
+    assert tenants.b.account.id not in on_other.message and tenants.b.namespace not in on_other.message
+    figures.set("namespace probe: absent vs another tenant's",
+                f"{on_absent.status.name} vs {on_other.status.name}")
+
+
 async def test_only_the_control_plane_changes_or_lists_namespaces(
         tenants: Tenants, temporal_server: harness.TemporalServer) -> None:
     a = tenants.a

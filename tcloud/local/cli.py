@@ -118,12 +118,12 @@ def _start_temporal(layout: Layout, settings: Settings, server_dsn: str) -> str:
     """The official server on PostgreSQL with JWT authorization, or the dev server when asked for."""
     if settings.local_temporal_engine == "dev":
         grpc_port = int(settings.temporal_address.rsplit(":", 1)[1])
-        ports = procs.TemporalPorts(grpc=grpc_port, ui=urlsplit(settings.temporal_ui_url).port or 8080,
-                                    http=settings.local_temporal_http_port,
-                                    metrics=settings.local_temporal_metrics_port)
-        dev = procs.temporal_process(db_file=layout.state / "temporal.db", ports=ports, log=layout.log("temporal"),
-                                     namespaces=(settings.control_namespace,))
-        return _start(layout, dev, lambda: procs.temporal_ready(ports), 60) + " (dev server: no authorization)"
+        dev_ports = procs.TemporalPorts(grpc=grpc_port, ui=urlsplit(settings.temporal_ui_url).port or 8080,
+                                        http=settings.local_temporal_http_port,
+                                        metrics=settings.local_temporal_metrics_port)
+        dev = procs.temporal_process(db_file=layout.state / "temporal.db", ports=dev_ports,
+                                     log=layout.log("temporal"), namespaces=(settings.control_namespace,))
+        return _start(layout, dev, lambda: procs.temporal_ready(dev_ports), 60) + " (dev server: no authorization)"
     gobuild.ensure_all(say=lambda line: print(f"temporal: {line}"))
     if _running(layout, "temporal") is None:
         started = time.monotonic()
@@ -345,8 +345,9 @@ def status(layout: Layout) -> int:
     return 1 if failed else 0
 
 
-def stop(layout: Layout) -> None:
-    for name in ("api", "worker", "mail", "prometheus", "localstripe", "temporal-ui", "temporal"):
+def stop_components(layout: Layout, names: tuple[str, ...]) -> None:
+    """Stop the named components (in that order) if this state directory runs them."""
+    for name in names:
         pid = _running(layout, name)
         if pid is None:
             print(f"{name}: not running")
@@ -354,6 +355,10 @@ def stop(layout: Layout) -> None:
             procs.stop_pid(pid)
             print(f"{name}: stopped")
         layout.pid_file(name).unlink(missing_ok=True)
+
+
+def stop(layout: Layout) -> None:
+    stop_components(layout, ("api", "worker", "mail", "prometheus", "localstripe", "temporal-ui", "temporal"))
     if procs.stop_embedded_postgres(layout.pgdata):
         print("postgres: stopped")
     else:

@@ -38,7 +38,10 @@ TEMPORAL_SERVER = GoProgram("temporal-server", "go.temporal.io/server/cmd/server
 TEMPORAL_SQL_TOOL = GoProgram("temporal-sql-tool", "go.temporal.io/server/cmd/tools/sql", SERVER_VERSION)
 TEMPORAL_UI_SERVER = GoProgram("temporal-ui-server", "github.com/temporalio/ui-server/v2/cmd/server",
                                UI_SERVER_VERSION)
-PROGRAMS = (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, TEMPORAL_UI_SERVER)
+# The last MPL-licensed Terraform CLI whose module installs with `go install` (later ones carry replace
+# directives): `terraform fmt` checks infra/terraform offline.
+TERRAFORM = GoProgram("terraform", "github.com/hashicorp/terraform", "v1.5.7")
+PROGRAMS = (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, TEMPORAL_UI_SERVER, TERRAFORM)
 
 
 def cache_dir() -> Path:
@@ -87,7 +90,8 @@ def ensure_all(*, say: Callable[[str], None] = print) -> dict[str, Path]:
 
 
 def main() -> int:
-    ensure_all()
+    for name, path in ensure_all().items():
+        print(f"{name}: {path}")
     return 0
 
 

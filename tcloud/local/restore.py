@@ -1,9 +1,11 @@
-"""``deploy.sh restore [BACKUP_ID|latest] [--database NAME] [--force] [--offline] [--list]``.
+"""``deploy.sh restore [BACKUP_ID|latest] [--database NAME | --temporal] [--force] [--offline] [--list]``.
 
 Starts the restore workflow (``restore/<backup id>``, visible in the Temporal UI) on the running worker,
 prints what it will overwrite, and waits for it. A target that holds rows is refused unless ``--force``.
 ``--offline`` does the same steps in this process without Temporal: for Temporal's own databases (restore
-them with the Temporal server stopped) or when Temporal is gone.
+them with the Temporal server stopped) or when Temporal is gone. ``--temporal`` does that for every one of
+Temporal's databases in the backup (``TCLOUD_BACKUP_EXTRA_DSNS``): it stops the local Temporal server, restores
+them offline and starts the platform again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from temporalio.service import RPCError
 from activities.backup import PLATFORM_DATABASE, RestoreRequest, RestoreResult, target_label
 from tcloud.backups import catalog, pgtools, restoring
 from tcloud.backups.factory import open_store
-from tcloud.local.cli import read_env_file
+from tcloud.local.cli import Layout, read_env_file, stop_components, up
 from tcloud.local.procs import exit_without_finalizing
 from tcloud.settings import Settings
 from tcloud.temporal import connect
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true",
                         help="restore from this process without Temporal (Temporal's own databases, disasters)")
     parser.add_argument("--list", action="store_true", help="list the backups in the store and exit")
+    parser.add_argument("--temporal", action="store_true",
+                        help="restore Temporal's own databases: stops the local Temporal server, restores each one "
+                             "offline, then starts the platform again")
     args = parser.parse_args(argv)
     settings = load_settings()
 
@@ -162,10 +167,32 @@ def main(argv: list[str] | None = None) -> int:
             await list_backups(settings)
             return 0
         backup_id = await resolve(settings, args.backup)
+        if args.temporal:
+            return await restore_temporal(settings, backup_id, args.force)
         run = restore_offline if args.offline else restore
         return await run(settings, backup_id, args.database, args.force)
 
+    if args.temporal:
+        layout = Layout(settings.state_dir.resolve())
+        stop_components(layout, ("temporal-ui", "temporal"))
+        code = asyncio.run(_main())
+        print("starting the platform again")
+        up(layout)
+        return code
     return asyncio.run(_main())
+
+
+async def restore_temporal(settings: Settings, backup_id: str, force: bool) -> int:
+    """Every database of ``TCLOUD_BACKUP_EXTRA_DSNS`` restored offline from ``backup_id`` (Temporal is stopped)."""
+    if not settings.backup_extra_dsns:
+        print("restore refused: TCLOUD_BACKUP_EXTRA_DSNS names none of Temporal's databases", file=sys.stderr)
+        return 1
+    for database in settings.backup_extra_dsns:
+        print(f"== {database}")
+        code = await restore_offline(settings, backup_id, database, force)
+        if code:
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -68,10 +68,8 @@ class ServerPorts:
     def local(cls, *, frontend: int, internal_frontend: int, frontend_http: int, metrics: int,
               others_from: int | None = None) -> ServerPorts:
         """The local platform's ports: Temporal's usual numbers, or eight consecutive ones from ``others_from``."""
-        if others_from is None:
-            others = (7234, 7235, 7239, 6933, 6936, 6934, 6935, 6939)
-        else:
-            others = tuple(range(others_from, others_from + 8))
+        others = ([7234, 7235, 7239, 6933, 6936, 6934, 6935, 6939] if others_from is None
+                  else list(range(others_from, others_from + 8)))
         history, matching, worker, *membership = others
         return cls(frontend=frontend, frontend_http=frontend_http, internal_frontend=internal_frontend,
                    history=history, matching=matching, worker=worker, frontend_membership=membership[0],
