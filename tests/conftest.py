@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import shutil
@@ -209,6 +210,24 @@ async def worker(settings: Settings, runtime: Runtime) -> AsyncIterator[None]:
     yield
     stop.set()
     await task
+    if os.environ.get("TCLOUD_RECORD_HISTORIES"):
+        await asyncio.to_thread(_write_histories, Path(os.environ["TCLOUD_RECORD_HISTORIES"]),
+                                await _closed_histories(client))
+
+
+async def _closed_histories(client: Client) -> dict[str, str]:
+    """The module's closed workflows' histories as JSON, by a file name (to replay after a change of the code)."""
+    out = {}
+    async for execution in client.list_workflows("ExecutionStatus != 'Running'"):
+        history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        out[re.sub(r"[^A-Za-z0-9_.-]", "_", f"{execution.workflow_type}-{execution.id}")[:150]] = history.to_json()
+    return out
+
+
+def _write_histories(into: Path, histories: dict[str, str]) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    for name, text in histories.items():
+        (into / f"{name}.json").write_text(text)
 
 
 @pytest_asyncio.fixture(scope="module")
