@@ -14,6 +14,8 @@ import stripe
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from tcloud.store.accounts import record_stripe_customer, request_stripe_customer
+
 
 @dataclass
 class StripeCustomerInput:
@@ -36,26 +38,20 @@ class AccountActivities:
     @activity.defn
     async def ensure_stripe_customer(self, params: StripeCustomerInput) -> StripeCustomerOutput:
         """Give the account a Stripe customer unless it has one; safe to run any number of times."""
-        row = await self._pool.fetchrow(
-            """UPDATE accounts SET stripe_customer_requested_at = coalesce(stripe_customer_requested_at, now())
-                WHERE id = $1
-            RETURNING name, email, stripe_customer_id,
-                      stripe_customer_requested_at < now() AS attempted_before""",
-            params.account_id,
-        )
+        row = await request_stripe_customer(self._pool, params.account_id)
         if row is None:
             raise ApplicationError(f"account {params.account_id} does not exist", non_retryable=True)
         if row["stripe_customer_id"]:
             return StripeCustomerOutput(row["stripe_customer_id"], created=False)
         existing = await self._find_customer(params.account_id) if row["attempted_before"] else None
         if existing is not None:
-            await self._record(params.account_id, existing)
+            await record_stripe_customer(self._pool, params.account_id, existing)
             return StripeCustomerOutput(existing, created=False)
         customer = await self._stripe.v1.customers.create_async(
             {"name": row["name"], "email": row["email"], "metadata": {"account_id": params.account_id}},
             {"idempotency_key": f"tcloud-account-{params.account_id}"},
         )
-        await self._record(params.account_id, customer.id)
+        await record_stripe_customer(self._pool, params.account_id, customer.id)
         return StripeCustomerOutput(customer.id, created=True)
 
     async def _find_customer(self, account_id: str) -> str | None:
@@ -68,10 +64,3 @@ class AccountActivities:
             if metadata.get("account_id") == account_id:
                 found.append((customer.created, customer.id))
         return min(found)[1] if found else None
-
-    async def _record(self, account_id: str, customer_id: str) -> None:
-        await self._pool.execute(
-            """UPDATE accounts SET stripe_customer_id = $2, updated_at = now()
-                WHERE id = $1 AND stripe_customer_id IS NULL""",
-            account_id, customer_id,
-        )

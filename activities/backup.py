@@ -17,6 +17,7 @@ from tcloud.backups import catalog, pgtools, restoring
 from tcloud.backups.factory import open_store
 from tcloud.backups.store import BackupStore
 from tcloud.settings import Settings
+from tcloud.store import backups as backups_store
 
 PLATFORM_DATABASE = "platform"
 
@@ -170,8 +171,7 @@ class BackupActivities:
             await catalog.delete_backup(store, backup_id)
             activity.heartbeat(backup_id)
         if doomed:
-            await self._pool.execute(
-                "UPDATE backups SET deleted_at = now() WHERE backup_id = ANY($1) AND deleted_at IS NULL", doomed)
+            await backups_store.mark_backups_deleted(self._pool, doomed)
         return PruneResult(deleted=doomed, kept=[b for b in complete if b not in doomed])
 
     @activity.defn
@@ -218,15 +218,9 @@ class BackupActivities:
 
 async def record_rows(pool: asyncpg.Pool, manifest: catalog.Manifest) -> None:
     """Upsert the backups table rows of ``manifest`` (skipped when the table does not exist yet)."""
-    if not await pool.fetchval("SELECT to_regclass('public.backups') IS NOT NULL"):
-        return
-    await pool.executemany(
-        """INSERT INTO backups (backup_id, database, store, object_key, size_bytes, sha256, created_at,
-                                finished_at, workflow_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (backup_id, database) DO UPDATE
-              SET store = EXCLUDED.store, object_key = EXCLUDED.object_key, size_bytes = EXCLUDED.size_bytes,
-                  sha256 = EXCLUDED.sha256, finished_at = EXCLUDED.finished_at, deleted_at = NULL""",
-        [(manifest.backup_id, d.database, manifest.store, d.key, d.size, d.sha256, manifest.created_at,
-          manifest.finished_at, manifest.workflow_id) for d in manifest.dumps],
-    )
+    await backups_store.record_backup_dumps(pool, [
+        backups_store.BackupDumpRow(backup_id=manifest.backup_id, database=d.database, store=manifest.store,
+                                    object_key=d.key, size_bytes=d.size, sha256=d.sha256,
+                                    created_at=manifest.created_at, finished_at=manifest.finished_at,
+                                    workflow_id=manifest.workflow_id)
+        for d in manifest.dumps])

@@ -3,9 +3,8 @@ and the dunning actions (suspend, resume, write off). Every one is safe to run t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 import stripe
@@ -15,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.billing_stripe import InvoiceLocked, StripeSync
 from tcloud import invoicing, spend_alerts
 from tcloud.billing_period import hours_in_period, period_bounds
+from tcloud.store import invoices as store
 
 COLLECTORS = ("actions", "storage")
 
@@ -118,33 +118,25 @@ class BillingActivities:
     async def check_period_complete(self, params: PeriodInput) -> Completeness:
         """How many collector-hours of the period are not collected yet (0: the ledger is complete)."""
         start, end = period_bounds(params.period)
-        done = await self._pool.fetchval(
-            """SELECT count(*) FROM usage_collected_hours
-                WHERE collector = ANY($1::text[]) AND hour >= $2 AND hour < $3""",
-            params.collectors, start, end)
+        done = await store.count_collected_hours(self._pool, params.collectors, start, end)
         expected = hours_in_period(params.period) * len(params.collectors)
-        return Completeness(params.period, expected, expected - int(done))
+        return Completeness(params.period, expected, expected - done)
 
     @activity.defn(name="billing.list_accounts")
     async def list_accounts(self, params: AccountPageInput) -> AccountPage:
         """Accounts to invoice for the period, by id after ``after``: open ones that existed before its end,
         and closed ones with billable usage in it."""
         start, end = period_bounds(params.period)
-        rows = await self._pool.fetch(
-            """SELECT a.id FROM accounts a
-                WHERE a.id > $3 AND a.created_at < $2
-                  AND (a.status <> 'closed' OR EXISTS (
-                        SELECT 1 FROM usage_ledger u
-                         WHERE u.account_id = a.id AND u.billable AND u.hour >= $1 AND u.hour < $2))
-                ORDER BY a.id LIMIT $4""",
-            start, end, params.after, params.limit)
-        return AccountPage([r["id"] for r in rows])
+        return AccountPage(await store.accounts_to_invoice(self._pool, start, end, after=params.after,
+                                                           limit=params.limit))
 
     @activity.defn(name="billing.record_invoice")
     async def record_invoice(self, params: AccountPeriod) -> InvoiceSummary:
         """Price the account-month from the ledger and store it (once; later calls return the stored one)."""
         invoice_id = await invoicing.record_invoice(self._pool, params.account_id, params.period)
-        row = await self._pool.fetchrow("SELECT status, total_cents FROM invoices WHERE id = $1", invoice_id)
+        row = await store.invoice_summary(self._pool, invoice_id)
+        if row is None:  # recorded just above: only a concurrent delete could get here
+            raise ApplicationError(f"invoice {invoice_id} is not recorded")
         return InvoiceSummary(invoice_id, params.account_id, params.period, row["status"], row["total_cents"])
 
     @activity.defn(name="billing.make_invoice")
@@ -188,70 +180,33 @@ class BillingActivities:
                 await sync.unlock()
 
     async def _collect(self, conn: asyncpg.Connection, sync: StripeSync, invoice_id: str) -> PaymentResult:
-        inv = await conn.fetchrow("SELECT account_id, status, stripe_invoice_id, payment_attempts FROM invoices "
-                                  "WHERE id = $1", invoice_id)
+        inv = await store.invoice_to_collect(conn, invoice_id)
         if inv is None or inv["stripe_invoice_id"] is None:
             raise ApplicationError(f"invoice {invoice_id} was not sent to Stripe", non_retryable=True)
         if inv["status"] in ("paid", "written_off"):
             return PaymentResult(inv["status"] == "paid", inv["status"], inv["payment_attempts"])
         state, error = await sync.pay(inv["stripe_invoice_id"])
         paid = state.status == "paid"
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                """UPDATE invoices SET payment_attempts = payment_attempts + 1, updated_at = now(),
-                          status = CASE WHEN $2 THEN 'paid' ELSE 'past_due' END,
-                          paid_at = CASE WHEN $2 THEN now() ELSE paid_at END, last_payment_error = $3
-                    WHERE id = $1 RETURNING payment_attempts""", invoice_id, paid, error)
-            resumed = paid and await self._resume(conn, inv["account_id"], invoice_id)
-            await conn.execute(
-                "INSERT INTO billing_events (account_id, invoice_id, kind, detail) VALUES ($1, $2, $3, $4)",
-                inv["account_id"], invoice_id, "payment.succeeded" if paid else "payment.failed",
-                json.dumps({"stripe_status": state.status, "error": error}))
-        return PaymentResult(paid, "paid" if paid else "past_due", row["payment_attempts"], error, resumed)
-
-    @staticmethod
-    async def _resume(conn: asyncpg.Connection, account_id: str, invoice_id: str) -> bool:
-        done = await conn.fetchval(
-            """UPDATE accounts SET status = 'active', status_reason = NULL, updated_at = now()
-                WHERE id = $1 AND status = 'suspended' AND status_reason = $2 RETURNING 1""",
-            account_id, suspension_reason(invoice_id))
-        if done:
-            await conn.execute("INSERT INTO billing_events (account_id, invoice_id, kind) VALUES ($1, $2, "
-                               "'account.resumed')", account_id, invoice_id)
-        return bool(done)
+        recorded = await store.record_payment_attempt(conn, invoice_id, inv["account_id"], paid=paid, error=error,
+                                                      stripe_status=state.status,
+                                                      suspension_reason=suspension_reason(invoice_id))
+        return PaymentResult(paid, "paid" if paid else "past_due", recorded.attempts, error, recorded.resumed)
 
     @activity.defn(name="billing.suspend_account")
     async def suspend_account(self, params: SuspendInput) -> SuspendResult:
         """Suspend the invoice's account for non-payment (an active account only; its namespaces stay)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            account_id = await conn.fetchval("SELECT account_id FROM invoices WHERE id = $1", params.invoice_id)
-            done = await conn.fetchval(
-                """UPDATE accounts SET status = 'suspended', status_reason = $2, updated_at = now()
-                    WHERE id = $1 AND status = 'active' RETURNING 1""",
-                account_id, suspension_reason(params.invoice_id))
-            if done:
-                await conn.execute(
-                    "INSERT INTO billing_events (account_id, invoice_id, kind, detail) VALUES ($1, $2, "
-                    "'account.suspended', $3)", account_id, params.invoice_id, json.dumps({"reason": params.reason}))
-        return SuspendResult(bool(done))
+        done = await store.suspend_invoice_account(self._pool, params.invoice_id,
+                                                   suspension_reason=suspension_reason(params.invoice_id),
+                                                   reason=params.reason)
+        return SuspendResult(done)
 
     @activity.defn(name="billing.write_off")
     async def write_off(self, params: WriteOffInput) -> InvoiceSummary:
         """Give up collecting: mark the invoice written off and lift its dunning suspension."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """UPDATE invoices SET status = 'written_off', written_off_reason = $2, updated_at = now()
-                    WHERE id = $1 AND status IN ('open', 'past_due')
-                RETURNING account_id, period, status, total_cents""", params.invoice_id, params.reason)
-            if row is None:
-                row = await conn.fetchrow("SELECT account_id, period, status, total_cents FROM invoices WHERE id = $1",
-                                          params.invoice_id)
-            else:
-                await self._resume(conn, row["account_id"], params.invoice_id)
-                await conn.execute(
-                    "INSERT INTO billing_events (account_id, invoice_id, kind, detail) VALUES ($1, $2, "
-                    "'invoice.written_off', $3)", row["account_id"], params.invoice_id,
-                    json.dumps({"reason": params.reason, "at": datetime.now(UTC).isoformat()}))
+        row = await store.write_off_invoice(self._pool, params.invoice_id, reason=params.reason,
+                                            suspension_reason=suspension_reason(params.invoice_id))
+        if row is None:
+            raise ApplicationError(f"invoice {params.invoice_id} is not recorded")
         return InvoiceSummary(params.invoice_id, row["account_id"], row["period"], row["status"], row["total_cents"])
 
 

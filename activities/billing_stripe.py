@@ -23,8 +23,9 @@ import stripe
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from tcloud.store import invoices as store
+
 ZERO_PLAN_ID = "tcloud-usage-monthly-0"
-_LOCK_NAMESPACE = 0x7C10_0301
 
 
 @dataclass
@@ -55,35 +56,28 @@ class StripeSync:
         self._invoice_id = invoice_id
 
     async def lock(self) -> None:
-        got = await self._conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE,
-                                        self._invoice_id)
-        if not got:
+        if not await store.try_lock_invoice(self._conn, self._invoice_id):
             raise InvoiceLocked(self._invoice_id)
 
     async def unlock(self) -> None:
-        await self._conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, self._invoice_id)
+        await store.unlock_invoice(self._conn, self._invoice_id)
 
     async def _ensure(self, key: str, kind: str, account_id: str | None,
                       find: Callable[[], Awaitable[str | None]], create: Callable[[], Awaitable[str]]) -> str:
         """The Stripe id recorded for ``key``; else found in Stripe after an unfinished attempt; else created."""
-        row = await self._conn.fetchrow("SELECT state, stripe_id FROM stripe_objects WHERE key = $1", key)
+        row = await store.stripe_object(self._conn, key)
         if row is not None and row["stripe_id"] is not None:
             return str(row["stripe_id"])
         found = await find() if row is not None else None
         if found is None:
-            await self._conn.execute(
-                """INSERT INTO stripe_objects (key, kind, account_id, state) VALUES ($1, $2, $3, 'creating')
-                   ON CONFLICT (key) DO UPDATE SET updated_at = now()""", key, kind, account_id)
+            await store.mark_stripe_object_creating(self._conn, key, kind, account_id)
             found = await create()
             _heartbeat()
         await self._record(key, kind, account_id, found)
         return found
 
     async def _record(self, key: str, kind: str, account_id: str | None, stripe_id: str) -> None:
-        await self._conn.execute(
-            """INSERT INTO stripe_objects (key, kind, account_id, state, stripe_id) VALUES ($1, $2, $3, 'created', $4)
-               ON CONFLICT (key) DO UPDATE SET state = 'created', stripe_id = $4, updated_at = now()""",
-            key, kind, account_id, stripe_id)
+        await store.record_stripe_object(self._conn, key, kind, account_id, stripe_id)
 
     async def ensure_plan(self) -> str:
         async def find() -> str | None:
@@ -166,16 +160,12 @@ class StripeSync:
 
         item_id = await self._ensure(f"item:{self._invoice_id}:{line['line_no']}", "invoice_item", account_id,
                                      find, create)
-        await self._conn.execute(
-            "UPDATE invoice_lines SET stripe_invoice_item_id = $3 WHERE invoice_id = $1 AND line_no = $2",
-            self._invoice_id, line["line_no"], item_id)
+        await store.set_line_stripe_item(self._conn, self._invoice_id, line["line_no"], item_id)
         return item_id
 
     async def send(self) -> StripeInvoiceState:
         """Create (or find) the Stripe invoice with one item per non-zero line; record it as 'open'."""
-        inv = await self._conn.fetchrow(
-            """SELECT i.account_id, i.period, i.status, i.total_cents, i.stripe_invoice_id, a.stripe_customer_id
-                 FROM invoices i JOIN accounts a ON a.id = i.account_id WHERE i.id = $1""", self._invoice_id)
+        inv = await store.invoice_to_send(self._conn, self._invoice_id)
         if inv is None:
             raise ApplicationError(f"invoice {self._invoice_id} is not recorded", non_retryable=True)
         customer = inv["stripe_customer_id"]
@@ -184,18 +174,14 @@ class StripeSync:
         if inv["stripe_invoice_id"]:
             return await self.state(inv["stripe_invoice_id"])
         key = f"invoice:{self._invoice_id}"
-        marker = await self._conn.fetchval("SELECT state FROM stripe_objects WHERE key = $1", key)
-        stripe_inv = await self.find_invoice(customer) if marker else None
+        marker = await store.stripe_object(self._conn, key)
+        stripe_inv = await self.find_invoice(customer) if marker is not None else None
         if stripe_inv is None:
             subscription = await self.ensure_subscription(inv["account_id"], customer)
-            lines = await self._conn.fetch(
-                "SELECT * FROM invoice_lines WHERE invoice_id = $1 AND amount_cents > 0 ORDER BY line_no",
-                self._invoice_id)
+            lines = await store.billable_lines(self._conn, self._invoice_id)
             ours = {await self.ensure_item(inv["account_id"], customer, line, inv["period"]) for line in lines}
             await self.refuse_foreign_pending(customer, ours)
-            await self._conn.execute(
-                """INSERT INTO stripe_objects (key, kind, account_id, state) VALUES ($1, 'invoice', $2, 'creating')
-                   ON CONFLICT (key) DO UPDATE SET updated_at = now()""", key, inv["account_id"])
+            await store.mark_stripe_object_creating(self._conn, key, "invoice", inv["account_id"])
             stripe_inv = await self._stripe.v1.invoices.create_async({
                 "customer": customer, "subscription": subscription,
                 "description": f"tcloud usage {inv['period']} ({self._invoice_id})"})
@@ -205,10 +191,7 @@ class StripeSync:
         if state.total_cents != inv["total_cents"]:
             raise ApplicationError(f"Stripe invoice {state.stripe_invoice_id} totals {state.total_cents} cents, "
                                    f"ours {inv['total_cents']}", non_retryable=True)
-        await self._conn.execute(
-            """UPDATE invoices SET stripe_invoice_id = $2, hosted_invoice_url = $3, sent_at = now(), updated_at = now(),
-                                   status = CASE WHEN status = 'draft' THEN 'open' ELSE status END
-                WHERE id = $1""", self._invoice_id, state.stripe_invoice_id, state.hosted_invoice_url)
+        await store.mark_invoice_sent(self._conn, self._invoice_id, state.stripe_invoice_id, state.hosted_invoice_url)
         return state
 
     async def state(self, stripe_invoice_id: str) -> StripeInvoiceState:

@@ -25,6 +25,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from tcloud.store import namespaces as store
 from tcloud.temporal import namespace_served
 
 OWNER_KEY = "tcloud-account"  # in the server namespace's `data`: the account that owns it
@@ -122,21 +123,7 @@ class NamespaceActivities:
     @activity.defn
     async def mark_namespace_active(self, params: ActivateInput) -> None:
         """Record the namespace active and open its ownership (from the moment it was reserved)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """UPDATE namespaces SET state = 'active', failure_reason = NULL, updated_at = now()
-                    WHERE namespace = $1 AND state = 'provisioning'""",
-                params.namespace,
-            )
-            await conn.execute(
-                """INSERT INTO namespace_ownership (namespace, account_id, valid_from)
-                   SELECT n.namespace, n.account_id, n.created_at FROM namespaces n
-                    WHERE n.namespace = $1 AND n.account_id = $2 AND n.state = 'active'
-                      AND NOT EXISTS (SELECT 1 FROM namespace_ownership o
-                                       WHERE o.namespace = n.namespace AND o.valid_to IS NULL)
-                   ON CONFLICT DO NOTHING""",
-                params.namespace, params.account_id,
-            )
+        await store.activate_namespace_and_open_ownership(self._pool, params.namespace, params.account_id)
 
     @activity.defn
     async def set_retention(self, params: RetentionInput) -> None:
@@ -148,11 +135,7 @@ class NamespaceActivities:
 
     @activity.defn
     async def mark_namespace_updated(self, params: RetentionInput) -> None:
-        await self._pool.execute(
-            """UPDATE namespaces SET state = 'active', retention_days = $2, failure_reason = NULL, updated_at = now()
-                WHERE namespace = $1 AND state = 'updating'""",
-            params.namespace, params.retention_days,
-        )
+        await store.record_namespace_updated(self._pool, params.namespace, params.retention_days)
 
     @activity.defn
     async def delete_from_server(self, params: NamespaceRef) -> bool:
@@ -179,22 +162,8 @@ class NamespaceActivities:
     @activity.defn
     async def mark_namespace_deleted(self, params: NamespaceRef) -> None:
         """Record the deletion and close the ownership; usage history stays."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """UPDATE namespaces SET state = 'deleted', deleted_at = now(), updated_at = now()
-                    WHERE namespace = $1 AND state = 'deleting'""",
-                params.namespace,
-            )
-            await conn.execute(
-                """UPDATE namespace_ownership SET valid_to = greatest(now(), valid_from + interval '1 microsecond')
-                    WHERE namespace = $1 AND valid_to IS NULL""",
-                params.namespace,
-            )
+        await store.delete_namespace_and_close_ownership(self._pool, params.namespace)
 
     @activity.defn
     async def mark_namespace_failed(self, params: FailInput) -> None:
-        await self._pool.execute(
-            """UPDATE namespaces SET state = $2, failure_reason = $3, updated_at = now()
-                WHERE namespace = $1 AND state IN ('provisioning', 'updating', 'deleting')""",
-            params.namespace, params.state, params.reason[:1000],
-        )
+        await store.fail_namespace_operation(self._pool, params.namespace, params.state, params.reason[:1000])

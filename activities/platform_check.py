@@ -10,6 +10,8 @@ import stripe
 from prometheus_api_client import PrometheusConnect
 from temporalio import activity
 
+from tcloud.store import platform as platform_store
+
 
 @dataclass
 class CheckResult:
@@ -27,7 +29,7 @@ class PlatformCheckActivities:
 
     @activity.defn
     async def check_postgres(self) -> CheckResult:
-        migrations = await self._pool.fetchval("SELECT count(*) FROM schema_migrations")
+        migrations = await platform_store.applied_migration_count(self._pool)
         return CheckResult("postgres", f"{migrations} migrations applied")
 
     @activity.defn

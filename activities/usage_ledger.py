@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
 
 from tcloud.metering import HOUR, floor_hour, hours_between
+from tcloud.store import usage as usage_store
+from tcloud.store.usage import LedgerRow
 
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One (namespace, metric) quantity of the hour being written; ``account_id`` None means not billable."""
-
-    namespace: str
-    metric: str
-    quantity: Decimal
-    account_id: str | None
+__all__ = ["LedgerRow", "is_collected", "owners_for_hour", "pending_hours", "write_hour"]
 
 
 async def owners_for_hour(pool: asyncpg.Pool, hour: datetime, control_namespace: str) -> dict[str, str | None]:
@@ -26,21 +18,14 @@ async def owners_for_hour(pool: asyncpg.Pool, hour: datetime, control_namespace:
 
     A namespace owned by several accounts within the hour goes to the one whose ownership began last.
     """
-    rows = await pool.fetch(
-        """SELECT DISTINCT ON (namespace) namespace, account_id
-             FROM namespace_ownership
-            WHERE valid_from < $2 AND (valid_to IS NULL OR valid_to > $1)
-            ORDER BY namespace, valid_from DESC""",
-        hour, hour + HOUR,
-    )
+    rows = await usage_store.owners_between(pool, hour, hour + HOUR)
     owners: dict[str, str | None] = {r["namespace"]: r["account_id"] for r in rows}
     owners[control_namespace] = None
     return owners
 
 
 async def is_collected(pool: asyncpg.Pool, collector: str, hour: datetime) -> bool:
-    return bool(await pool.fetchval(
-        "SELECT 1 FROM usage_collected_hours WHERE collector = $1 AND hour = $2", collector, hour))
+    return await usage_store.is_hour_collected(pool, collector, hour)
 
 
 async def write_hour(pool: asyncpg.Pool, collector: str, hour: datetime, metrics: list[str], rows: list[LedgerRow],
@@ -54,39 +39,7 @@ async def write_hour(pool: asyncpg.Pool, collector: str, hour: datetime, metrics
     Returns:
         Whether rows were written (False: the hour was already collected, nothing changed).
     """
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", collector, hour.isoformat())
-        if await conn.fetchval("SELECT 1 FROM usage_collected_hours WHERE collector = $1 AND hour = $2",
-                               collector, hour):
-            return False
-        await conn.execute("DELETE FROM usage_ledger WHERE hour = $1 AND metric = ANY($2::text[])", hour, metrics)
-        await conn.copy_records_to_table(
-            "usage_ledger",
-            columns=["namespace", "hour", "metric", "quantity", "account_id", "billable"],
-            records=[(r.namespace, hour, r.metric, r.quantity, r.account_id, r.account_id is not None)
-                     for r in rows],
-        )
-        if final:
-            await conn.execute("INSERT INTO usage_collected_hours (collector, hour) VALUES ($1, $2)", collector, hour)
-            await _advance_watermark(conn, collector, hour)
-    return True
-
-
-async def _advance_watermark(conn: asyncpg.Connection, collector: str, hour: datetime) -> None:
-    mark = await conn.fetchval(
-        "SELECT collected_through FROM usage_watermarks WHERE collector = $1 FOR UPDATE", collector)
-    if mark is None:
-        mark = hour  # the first hour ever collected starts the watermark
-    collected = {r["hour"] for r in await conn.fetch(
-        "SELECT hour FROM usage_collected_hours WHERE collector = $1 AND hour >= $2", collector, mark)}
-    while mark in collected:
-        mark += HOUR
-    await conn.execute(
-        """INSERT INTO usage_watermarks (collector, collected_through) VALUES ($1, $2)
-           ON CONFLICT (collector) DO UPDATE SET collected_through = EXCLUDED.collected_through, updated_at = now()
-            WHERE usage_watermarks.collected_through < EXCLUDED.collected_through""",
-        collector, mark,
-    )
+    return await usage_store.write_ledger_hour(pool, collector, hour, metrics, rows, final=final)
 
 
 async def pending_hours(pool: asyncpg.Pool, collector: str, through: datetime, max_hours: int,
@@ -100,12 +53,10 @@ async def pending_hours(pool: asyncpg.Pool, collector: str, through: datetime, m
         ``(hours, more)``: ``more`` says hours beyond ``max_hours`` remain.
     """
     through = floor_hour(through)
-    mark = await pool.fetchval("SELECT collected_through FROM usage_watermarks WHERE collector = $1", collector)
+    mark = await usage_store.collected_through(pool, collector)
     start = floor_hour(from_hour) if from_hour is not None else through - HOUR
     if mark is not None:
         start = min(start, mark)
-    done = {r["hour"] for r in await pool.fetch(
-        "SELECT hour FROM usage_collected_hours WHERE collector = $1 AND hour >= $2 AND hour < $3",
-        collector, start, through)}
+    done = await usage_store.collector_hours_between(pool, collector, start, through)
     owed = [h for h in hours_between(start, through) if h not in done]
     return owed[:max_hours], len(owed) > max_hours

@@ -11,6 +11,7 @@ from api.errors import ApiError
 from api.keys import POOL, SETTINGS
 from api.throttle import client_address, throttle_of
 from tcloud import apikeys
+from tcloud.store.accounts import find_active_key_by_prefix, mark_key_used
 
 _NO_HASH = bytes(32)  # compared against when no key has the presented prefix
 
@@ -69,22 +70,10 @@ async def require_customer(request: web.Request) -> Customer:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <api key>'")
     client = _not_throttled(request)
     prefix = apikeys.parse_prefix(token)
-    row = None
-    if prefix is not None:
-        row = await request.app[POOL].fetchrow(
-            """SELECT k.id, k.secret_hash, k.account_id, a.status
-                 FROM api_keys k JOIN accounts a ON a.id = k.account_id
-                WHERE k.prefix = $1 AND k.revoked_at IS NULL
-                  AND (k.expires_at IS NULL OR k.expires_at > now())""",
-            prefix,
-        )
+    row = await find_active_key_by_prefix(request.app[POOL], prefix) if prefix is not None else None
     # Hash every presented token, found or not, so the answer takes the same time either way.
     if not apikeys.matches(token, row["secret_hash"] if row is not None else _NO_HASH) or row is None:
         throttle_of(request.app).record_failure(client)
         raise ApiError(401, "invalid API key")
-    await request.app[POOL].execute(
-        """UPDATE api_keys SET last_used_at = now()
-            WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
-        row["id"],
-    )
+    await mark_key_used(request.app[POOL], row["id"])
     return Customer(account_id=row["account_id"], key_id=row["id"], account_status=row["status"])

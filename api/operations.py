@@ -1,5 +1,6 @@
 """Async operations: the Cloud Ops ``asyncOperation`` id of a request, mapped to the workflow doing the work.
 
+The rows are written by the store (``tcloud.store.operations``, inside the transaction that changes the resource).
 The state is read from the workflow itself (describe, and its failure when it failed), never waited for.
 """
 
@@ -13,6 +14,7 @@ from temporalio.api.cloud.operation.v1 import AsyncOperation
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from api.errors import ApiError
+from tcloud.store.operations import OperationIdTaken
 
 _STATE = {
     WorkflowExecutionStatus.COMPLETED: AsyncOperation.STATE_FULFILLED,
@@ -32,20 +34,9 @@ def new_operation_id(requested: str) -> str:
     return requested
 
 
-async def record(conn: asyncpg.Connection, *, operation_id: str, account_id: str, operation_type: str,
-                 resource: str, workflow_id: str) -> None:
-    """Store the operation before its workflow starts; an id already used answers 409."""
-    inserted = await conn.fetchval(
-        """INSERT INTO async_operations (id, account_id, operation_type, resource, workflow_id)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id""",
-        operation_id, account_id, operation_type, resource, workflow_id,
-    )
-    if inserted is None:
-        raise ApiError(409, f"asyncOperationId {operation_id} is already used")
-
-
-async def set_run_id(pool: asyncpg.Pool, operation_id: str, run_id: str | None) -> None:
-    await pool.execute("UPDATE async_operations SET run_id = $2 WHERE id = $1", operation_id, run_id)
+def id_taken(err: OperationIdTaken) -> ApiError:
+    """The answer to a request whose ``asyncOperationId`` is already used (the store recorded nothing): 409."""
+    return ApiError(409, f"asyncOperationId {err.operation_id} is already used")
 
 
 async def describe(temporal: Client, row: asyncpg.Record) -> AsyncOperation:

@@ -24,6 +24,8 @@ from prometheus_client import Gauge
 
 from api import metrics
 from api.keys import POOL
+from tcloud.store import invoices as invoice_store
+from tcloud.store import platform as platform_store
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +87,14 @@ async def refresh(pool: asyncpg.Pool, gauges: PipelineGauges) -> None:
         gauges: The gauges to set.
     """
     try:
-        rows = await pool.fetch("SELECT collector, collected_through FROM usage_watermarks")
+        rows = await platform_store.collection_watermarks(pool)
     except asyncpg.UndefinedTableError:
         rows = []
     for row in rows:
         gauges.collected_until.labels(row["collector"]).set(row["collected_through"].timestamp())
 
     try:
-        counts = {r["status"]: r["n"] for r in await pool.fetch(
-            "SELECT status, count(*) AS n FROM invoices GROUP BY status")}
+        counts = await invoice_store.invoice_counts_by_status(pool)
     except asyncpg.UndefinedTableError:
         return
     for status in INVOICE_STATUSES:

@@ -99,6 +99,8 @@ class TemporalServer:
         popen = self.managed.start()
         procs.wait_until(lambda: temporal_server.server_ready(self.ports), timeout=60, what="temporal", proc=popen,
                          log=proc.log)
+        # The internal frontend's port opens before it calls itself healthy: wait for its first answer.
+        procs.run_coroutine(connect_when_healthy(self.address))
         if first and self.namespaces:
             procs.run_coroutine(register_namespaces(self.address, self.namespaces))
         if self.with_ui and (self.ui is None or self.ui.popen is None or self.ui.popen.poll() is not None):
@@ -132,10 +134,22 @@ class TemporalServer:
 TemporalFactory = Callable[..., TemporalServer]
 
 
+async def connect_when_healthy(address: str, wait_seconds: float = 60) -> Client:
+    """A client of ``address`` once the frontend there stops answering "Frontend is not healthy yet"."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        try:
+            return await Client.connect(address)
+        except RuntimeError as err:
+            if "not healthy" not in str(err) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
 async def register_namespaces(address: str, namespaces: Sequence[str]) -> None:
     """Register ``namespaces`` with the platform's search attributes, through the internal frontend, all at once
     (each is usable only once the frontend's namespace cache has refreshed)."""
-    client = await Client.connect(address)
+    client = await connect_when_healthy(address)
     limit = asyncio.Semaphore(16)
 
     async def one(name: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio.client import (
     Schedule,
@@ -17,10 +17,8 @@ from temporalio.client import (
 
 from activities.backup import BackupActivities
 from tcloud.schedules import upsert_schedule
+from workers.capability import Clients, activity_methods
 from workflows.backup import BackupInput, BackupWorkflow, RestoreWorkflow
-
-if TYPE_CHECKING:
-    from workers.registry import Clients
 
 BACKUP_HOUR_UTC = 3
 
@@ -34,9 +32,7 @@ def workflows() -> list[type]:
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
-    acts = BackupActivities(settings=c.settings, pool=c.pool)
-    return [acts.backup_targets, acts.dump_database, acts.record_backup, acts.prune_backups,
-            acts.inspect_restore, acts.restore_database]
+    return activity_methods(BackupActivities(settings=c.settings, pool=c.pool))
 
 
 def daily_schedule(task_queue: str, prefix: str) -> Schedule:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio.client import (
     Schedule,
@@ -17,12 +17,10 @@ from activities.billing import BillingActivities, SpendAlertActivities
 from activities.spend_alert_delivery import SpendAlertDeliveryActivities
 from tcloud.schedules import upsert_schedule
 from tcloud.settings import Settings
+from workers.capability import Clients, activity_methods
 from workflows.billing import BillingMonthlyTick, BillingRunInput, BillingRunWorkflow
 from workflows.billing_alerts import DeliveryPolicy, SpendAlertDeliveryWorkflow, SpendAlertsRun, SpendAlertsWorkflow
 from workflows.billing_invoice import DunningPolicy, InvoiceWorkflow
-
-if TYPE_CHECKING:
-    from workers.registry import Clients
 
 # 00:05 UTC on the 1st: the run then sleeps out the grace period and waits for a complete ledger.
 MONTHLY_CRON = "5 0 1 * *"
@@ -74,12 +72,8 @@ def workflows() -> list[type]:
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
-    acts = BillingActivities(pool=c.pool, stripe_client=c.stripe)
-    alerts = SpendAlertActivities(pool=c.pool)
-    delivery = SpendAlertDeliveryActivities(pool=c.pool, settings=c.settings)
-    return [acts.check_period_complete, acts.list_accounts, acts.make_invoice, acts.record_invoice, acts.send_invoice,
-            acts.collect_payment, acts.suspend_account, acts.write_off, alerts.check_spend_alerts,
-            delivery.dispatch_deliveries, delivery.deliver, delivery.mark_failed]
+    return activity_methods(BillingActivities(pool=c.pool, stripe_client=c.stripe), SpendAlertActivities(pool=c.pool),
+                            SpendAlertDeliveryActivities(pool=c.pool, settings=c.settings))
 
 
 async def ensure_schedules(c: Clients) -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from activities.accounts import AccountActivities
 from activities.namespaces import NamespaceActivities
+from workers.capability import Clients, activity_methods
 from workflows.accounts import AccountSetupWorkflow
 from workflows.namespaces import CreateNamespaceWorkflow, DeleteNamespaceWorkflow, UpdateNamespaceWorkflow
-
-if TYPE_CHECKING:
-    from workers.registry import Clients
 
 
 def workflows() -> list[type]:
@@ -19,18 +17,8 @@ def workflows() -> list[type]:
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
-    accounts = AccountActivities(pool=c.pool, stripe_client=c.stripe)
-    namespaces = NamespaceActivities(pool=c.pool, temporal=c.temporal)
-    return [
-        accounts.ensure_stripe_customer,
-        namespaces.register_namespace,
-        namespaces.mark_namespace_active,
-        namespaces.set_retention,
-        namespaces.mark_namespace_updated,
-        namespaces.delete_from_server,
-        namespaces.mark_namespace_deleted,
-        namespaces.mark_namespace_failed,
-    ]
+    return activity_methods(AccountActivities(pool=c.pool, stripe_client=c.stripe),
+                            NamespaceActivities(pool=c.pool, temporal=c.temporal))
 
 
 async def ensure_schedules(c: Clients) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio.client import (
     Schedule,
@@ -17,10 +17,8 @@ from temporalio.client import (
 
 from activities.usage import UsageActivities
 from tcloud.schedules import upsert_schedule
+from workers.capability import Clients, activity_methods
 from workflows.usage import UsageCollectHourWorkflow, UsageHourlyInput, UsageHourlyWorkflow
-
-if TYPE_CHECKING:
-    from workers.registry import Clients
 
 # Two minutes past each hour, once Prometheus has scraped past the hour's end.
 SCHEDULE_OFFSET = timedelta(minutes=2)
@@ -35,8 +33,8 @@ def workflows() -> list[type]:
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
-    usage = UsageActivities(settings=c.settings, pool=c.pool, prometheus=c.prometheus, temporal=c.temporal)
-    return [usage.pending_hours, usage.collect_actions_hour, usage.collect_storage_hour]
+    return activity_methods(
+        UsageActivities(settings=c.settings, pool=c.pool, prometheus=c.prometheus, temporal=c.temporal))
 
 
 def hourly_schedule(task_queue: str, prefix: str) -> Schedule:

@@ -6,31 +6,17 @@ Each capability registers itself in its own ``workers/cap_<name>.py`` (workflows
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-import stripe
-from prometheus_api_client import PrometheusConnect
-from temporalio.client import Client
-
 from activities.platform_check import PlatformCheckActivities
-from tcloud.settings import Settings
 from workers import cap_backups, cap_billing, cap_namespaces, cap_usage
+from workers.capability import Clients, activity_methods
 from workflows.platform_check import PlatformCheckWorkflow
 
 CAPABILITIES = (cap_namespaces, cap_usage, cap_billing, cap_backups)
 
 
-@dataclass
-class Clients:
-    """Everything an activity class may receive in ``__init__``."""
-
-    settings: Settings
-    pool: asyncpg.Pool
-    temporal: Client
-    stripe: stripe.StripeClient
-    prometheus: PrometheusConnect
+__all__ = ["CAPABILITIES", "Clients", "activities", "ensure_schedules", "workflows"]
 
 
 def workflows() -> list[type]:
@@ -41,8 +27,7 @@ def workflows() -> list[type]:
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:
-    check = PlatformCheckActivities(pool=c.pool, prometheus=c.prometheus, stripe_client=c.stripe)
-    found: list[Callable[..., Any]] = [check.check_postgres, check.check_prometheus, check.check_stripe]
+    found = activity_methods(PlatformCheckActivities(pool=c.pool, prometheus=c.prometheus, stripe_client=c.stripe))
     for cap in CAPABILITIES:
         found += cap.activities(c)
     return found

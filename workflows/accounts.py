@@ -26,7 +26,7 @@ def account_setup_workflow_id(account_id: str) -> str:
     return f"account/{account_id}/create"
 
 
-@workflow.defn
+@workflow.defn(name="AccountSetupWorkflow")
 class AccountSetupWorkflow:
     """Creates the account's Stripe customer once, however often the worker crashes or the activity retries."""
 

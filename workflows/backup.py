@@ -40,7 +40,7 @@ class BackupOutput:
     pruned: PruneResult
 
 
-@workflow.defn
+@workflow.defn(name="BackupWorkflow")
 class BackupWorkflow:
     """Dump every configured database to the store, record the backup, then apply retention."""
 
@@ -76,7 +76,7 @@ class RestoreStatus:
     started_at: datetime | None = None
 
 
-@workflow.defn
+@workflow.defn(name="RestoreWorkflow")
 class RestoreWorkflow:
     """Check the backup, refuse a non-empty target unless forced, download, verify sha256, pg_restore."""
 

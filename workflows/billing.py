@@ -10,6 +10,7 @@ starts, carrying what is in flight.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from activities.billing import AccountPageInput, BillingActivities, PeriodInput
     from tcloud.billing_period import period_bounds, previous_period
+    from tcloud.states import BillingRunPhase
     from workflows.billing_invoice import (
         ACCOUNT_KEY,
         PERIOD_KEY,
@@ -57,7 +59,7 @@ class BillingRunInput:
 @dataclass
 class BillingRunStatus:
     period: str
-    phase: str  # waiting_for_period_end | waiting_for_usage | invoicing | draining | done
+    phase: BillingRunPhase
     missing_hours: int
     cursor: str
     in_flight: int
@@ -112,10 +114,9 @@ class BillingRunWorkflow:
                 break
             if started >= params.accounts_per_run or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(BillingRunInput(
-                    period, params.grace_hours, params.poll_minutes, params.max_concurrent, params.page_size,
-                    params.accounts_per_run, params.dunning, True, cursor, sorted(self._in_flight),
-                    dict(self._counts)))
+                workflow.continue_as_new(dataclasses.replace(
+                    params, period=period, ledger_complete=True, cursor=cursor, in_flight=sorted(self._in_flight),
+                    counts=dict(self._counts)))
         self._status.phase = "draining"
         await workflow.wait_condition(lambda: not self._in_flight)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -166,9 +167,10 @@ class BillingMonthlyTick:
         period = params.period or previous_period(workflow.now())
         try:
             await workflow.start_child_workflow(
-                BillingRunWorkflow.run, BillingRunInput(period, params.grace_hours, params.poll_minutes,
-                                                        params.max_concurrent, params.page_size,
-                                                        params.accounts_per_run, params.dunning),
+                BillingRunWorkflow.run, BillingRunInput(
+                    period=period, grace_hours=params.grace_hours, poll_minutes=params.poll_minutes,
+                    max_concurrent=params.max_concurrent, page_size=params.page_size,
+                    accounts_per_run=params.accounts_per_run, dunning=params.dunning),
                 id=billing_run_id(period), parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes([SearchAttributePair(PERIOD_KEY, period),

@@ -85,7 +85,7 @@ async def _fail_operation(namespace: str, state: str, err: ActivityError) -> NoR
     raise ApplicationError(reason, non_retryable=True) from err
 
 
-@workflow.defn
+@workflow.defn(name="CreateNamespaceWorkflow")
 class CreateNamespaceWorkflow:
     """Registers the namespace on the server, waits until it answers, records it active and owned."""
 
@@ -106,7 +106,7 @@ class CreateNamespaceWorkflow:
         return NamespaceOperationOutput(params.namespace, "active")
 
 
-@workflow.defn
+@workflow.defn(name="UpdateNamespaceWorkflow")
 class UpdateNamespaceWorkflow:
     """Changes the namespace's retention on the server, then records it."""
 
@@ -127,7 +127,7 @@ class UpdateNamespaceWorkflow:
         return NamespaceOperationOutput(params.namespace, "active")
 
 
-@workflow.defn
+@workflow.defn(name="DeleteNamespaceWorkflow")
 class DeleteNamespaceWorkflow:
     """Deletes the namespace from the server, then records it deleted and closes its ownership."""
 

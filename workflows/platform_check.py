@@ -21,7 +21,7 @@ class PlatformCheckOutput:
     results: list[CheckResult]
 
 
-@workflow.defn
+@workflow.defn(name="PlatformCheckWorkflow")
 class PlatformCheckWorkflow:
     @workflow.run
     async def run(self, params: PlatformCheckInput) -> PlatformCheckOutput:

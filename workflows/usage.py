@@ -50,7 +50,7 @@ class UsageHourlyOutput:
     skipped: dict[str, list[datetime]] = field(default_factory=dict)  # being collected by another run
 
 
-@workflow.defn
+@workflow.defn(name="UsageCollectHourWorkflow")
 class UsageCollectHourWorkflow:
     """One collector, one hour."""
 
@@ -69,7 +69,7 @@ class UsageCollectHourWorkflow:
         raise ApplicationError(f"unknown collector {params.collector!r}", non_retryable=True)
 
 
-@workflow.defn
+@workflow.defn(name="UsageHourlyWorkflow")
 class UsageHourlyWorkflow:
     """Collect every hour each collector owes, oldest first; continue as new past ``max_hours``.
 

@@ -17,8 +17,9 @@ from api.cloud_json import message_response, proto_schema
 from api.errors import ApiError
 from api.keys import POOL, SETTINGS, TEMPORAL
 from api.openapi import documented
-from tcloud.accounts import AccountExists, insert_account, issue_key
 from tcloud.plans import DEFAULT_PLAN, Plan
+from tcloud.store import accounts as store
+from tcloud.store.accounts import AccountExists
 from workflows.accounts import AccountSetupInput, AccountSetupWorkflow, account_setup_workflow_id
 
 routes = web.RouteTableDef()
@@ -73,23 +74,21 @@ def _view(row: asyncpg.Record) -> dict[str, Any]:
 async def _create(request: web.Request, body: SignupRequest, *, account_id: str | None, plan: str) -> web.Response:
     """Store the account and its first key, then start the workflow that creates its Stripe customer."""
     pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
-        try:
-            new_id = await insert_account(conn, account_id=account_id, name=body.name, email=body.email, plan=plan)
-        except AccountExists as err:
-            raise ApiError(409, str(err)) from err
-        key = await issue_key(conn, new_id, display_name="first key")
-        row = await conn.fetchrow("SELECT * FROM accounts WHERE id = $1", new_id)
+    try:
+        created = await store.create_account_with_first_key(pool, account_id=account_id, name=body.name,
+                                                            email=body.email, plan=plan)
+    except AccountExists as err:
+        raise ApiError(409, str(err)) from err
+    new_id = created.row["id"]
     workflow_id = account_setup_workflow_id(new_id)
     try:
         await request.app[TEMPORAL].start_workflow(AccountSetupWorkflow.run, AccountSetupInput(new_id),
                                                    id=workflow_id, task_queue=request.app[SETTINGS].task_queue)
     except Exception:
-        async with pool.acquire() as conn, conn.transaction():  # nothing else refers to it yet: take it back
-            await conn.execute("DELETE FROM api_keys WHERE account_id = $1", new_id)
-            await conn.execute("DELETE FROM accounts WHERE id = $1", new_id)
+        await store.delete_new_account(pool, new_id)  # nothing else refers to it yet: take it back
         raise
-    return web.json_response({"account": _view(row), "apiKey": {"id": key.key_id, "token": key.token},
+    key = created.key
+    return web.json_response({"account": _view(created.row), "apiKey": {"id": key.key_id, "token": key.token},
                               "setupWorkflowId": workflow_id}, status=201)
 
 
@@ -118,13 +117,12 @@ async def signup(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     require_operator(request)
     status = request.query.get("status", "")
-    rows = await request.app[POOL].fetch(
-        "SELECT * FROM accounts WHERE $1 = '' OR status = $1 ORDER BY id", status)
+    rows = await store.list_accounts(request.app[POOL], status)
     return web.json_response({"accounts": [_view(r) for r in rows]})
 
 
 async def _account_row(request: web.Request) -> asyncpg.Record:
-    row = await request.app[POOL].fetchrow("SELECT * FROM accounts WHERE id = $1", request.match_info["account_id"])
+    row = await store.find_account(request.app[POOL], request.match_info["account_id"])
     if row is None:
         raise ApiError(404, f"account {request.match_info['account_id']} not found")
     return row
@@ -141,9 +139,7 @@ async def _set_status(request: web.Request, status: str, reason: str | None) -> 
     row = await _account_row(request)
     if row["status"] == "closed":
         raise ApiError(409, f"account {row['id']} is closed")
-    row = await request.app[POOL].fetchrow(
-        """UPDATE accounts SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1 RETURNING *""",
-        row["id"], status, reason)
+    row = await store.set_account_status(request.app[POOL], row["id"], status, reason)
     return web.json_response(_view(row))
 
 
@@ -172,8 +168,9 @@ _STATE = {"active": ResourceState.RESOURCE_STATE_ACTIVE, "suspended": ResourceSt
             response=proto_schema("temporal.api.cloud.cloudservice.v1.GetAccountResponse"), tags=TAGS)
 async def get_account(request: web.Request) -> web.Response:
     customer = await require_customer(request)
-    row = await request.app[POOL].fetchrow("SELECT id, status, updated_at FROM accounts WHERE id = $1",
-                                           customer.account_id)
+    row = await store.find_account(request.app[POOL], customer.account_id)
+    if row is None:  # its key was checked a moment ago: only an account deleted since lands here
+        raise ApiError(404, f"account {customer.account_id} not found")
     account = Account(id=row["id"], state=_STATE[row["status"]],
                       resource_version=str(int(row["updated_at"].timestamp() * 1_000_000)))
     return message_response(GetAccountResponse(account=account))

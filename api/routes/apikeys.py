@@ -21,7 +21,8 @@ from api.cloud_json import message_response, parse_message, proto_schema
 from api.errors import ApiError
 from api.keys import POOL
 from api.openapi import documented
-from tcloud.accounts import issue_key
+from tcloud.store import accounts as store
+from tcloud.store.accounts import ExpiryNotInFuture, KeyLimitReached, KeyNotFound, LastActiveKey
 
 routes = web.RouteTableDef()
 TAGS = ("api-keys",)
@@ -59,16 +60,14 @@ async def create_api_key(request: web.Request) -> web.Response:
     if len(spec.display_name) > 200 or len(spec.description) > 1000:
         raise ApiError(400, "spec.displayName is limited to 200 characters, spec.description to 1000")
     expires = spec.expiry_time.ToDatetime(tzinfo=UTC) if spec.HasField("expiry_time") else None
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", customer.account_id)
-        if expires is not None and expires <= await conn.fetchval("SELECT now()"):
-            raise ApiError(400, "spec.expiryTime must be in the future")
-        active = await conn.fetchval(
-            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL", customer.account_id)
-        if active >= MAX_ACTIVE_KEYS:
-            raise ApiError(422, f"an account holds at most {MAX_ACTIVE_KEYS} active API keys")
-        key = await issue_key(conn, customer.account_id, display_name=spec.display_name,
-                              description=spec.description, expires_at=expires)
+    try:
+        key = await store.issue_key_within_limit(request.app[POOL], customer.account_id, limit=MAX_ACTIVE_KEYS,
+                                                 display_name=spec.display_name, description=spec.description,
+                                                 expires_at=expires)
+    except ExpiryNotInFuture as err:
+        raise ApiError(400, "spec.expiryTime must be in the future") from err
+    except KeyLimitReached as err:
+        raise ApiError(422, f"an account holds at most {MAX_ACTIVE_KEYS} active API keys") from err
     return message_response(CreateApiKeyResponse(key_id=key.key_id, token=key.token))
 
 
@@ -77,10 +76,7 @@ async def create_api_key(request: web.Request) -> web.Response:
             response=proto_schema("temporal.api.cloud.cloudservice.v1.GetApiKeysResponse"), tags=TAGS)
 async def list_api_keys(request: web.Request) -> web.Response:
     customer = await require_customer(request)
-    rows = await request.app[POOL].fetch(
-        """SELECT * FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL
-              AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at, id""",
-        customer.account_id)
+    rows = await store.list_active_keys(request.app[POOL], customer.account_id)
     return message_response(GetApiKeysResponse(api_keys=[_key_message(r) for r in rows]))
 
 
@@ -90,17 +86,10 @@ async def list_api_keys(request: web.Request) -> web.Response:
 async def delete_api_key(request: web.Request) -> web.Response:
     customer = await require_customer(request)
     key_id = request.match_info["key_id"]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", customer.account_id)
-        found = await conn.fetchval(
-            "SELECT 1 FROM api_keys WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL",
-            key_id, customer.account_id)
-        if found is None:
-            raise ApiError(404, f"API key {key_id} not found")
-        others = await conn.fetchval(
-            """SELECT count(*) FROM api_keys WHERE account_id = $1 AND id <> $2 AND revoked_at IS NULL
-                  AND (expires_at IS NULL OR expires_at > now())""", customer.account_id, key_id)
-        if others == 0:
-            raise ApiError(409, "this is the account's last active API key: create another before revoking it")
-        await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+    try:
+        await store.revoke_key(request.app[POOL], customer.account_id, key_id)
+    except KeyNotFound as err:
+        raise ApiError(404, f"API key {key_id} not found") from err
+    except LastActiveKey as err:
+        raise ApiError(409, "this is the account's last active API key: create another before revoking it") from err
     return message_response(DeleteApiKeyResponse())

@@ -14,6 +14,7 @@ from api.errors import ApiError
 from api.keys import POOL, SETTINGS, TEMPORAL
 from api.openapi import documented
 from tcloud.backups import catalog
+from tcloud.store import backups as backups_store
 from workflows.backup import BackupInput, BackupWorkflow
 
 routes = web.RouteTableDef()
@@ -62,10 +63,6 @@ def _group(rows: list[Any]) -> list[BackupOut]:
     return list(out.values())
 
 
-_SELECT = """SELECT backup_id, database, store, object_key, size_bytes, sha256, created_at, finished_at,
-                    workflow_id, deleted_at FROM backups"""
-
-
 @routes.get("/backups")
 @documented("Backups recorded, newest first (pruned ones only with include_deleted=true)", auth="operator",
             response=BackupList, query={"include_deleted": "true to list pruned backups too"}, tags=("backups",))
@@ -74,8 +71,7 @@ async def list_backups(request: web.Request) -> web.Response:
     flag = request.query.get("include_deleted", "false")
     if flag not in ("true", "false"):
         raise ApiError(400, "include_deleted must be true or false")
-    where = "" if flag == "true" else " WHERE deleted_at IS NULL"
-    rows = await request.app[POOL].fetch(f"{_SELECT}{where} ORDER BY backup_id DESC, database")
+    rows = await backups_store.list_backup_dumps(request.app[POOL], include_deleted=flag == "true")
     return web.json_response(BackupList(backups=_group(rows)).model_dump(mode="json"))
 
 
@@ -87,7 +83,7 @@ async def get_backup(request: web.Request) -> web.Response:
     backup_id = request.match_info["backup_id"]
     if not catalog.is_backup_id(backup_id):
         raise ApiError(400, "a backup id looks like 20261125T030000Z")
-    rows = await request.app[POOL].fetch(f"{_SELECT} WHERE backup_id = $1 ORDER BY database", backup_id)
+    rows = await backups_store.backup_dumps(request.app[POOL], backup_id)
     if not rows:
         raise ApiError(404, f"no backup {backup_id}")
     return web.json_response(_group(rows)[0].model_dump(mode="json"))

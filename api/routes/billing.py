@@ -26,15 +26,13 @@ from api.keys import POOL, SETTINGS, TEMPORAL
 from api.openapi import documented
 from tcloud.billing_period import parse_period, period_bounds, period_of
 from tcloud.invoicing import price_account_month
+from tcloud.store import invoices as store
 from workers.cap_billing import run_input
 from workflows.billing import BillingRunStatus, BillingRunWorkflow, billing_run_id
 
 routes = web.RouteTableDef()
 TAGS = ("billing",)
 STATUSES = ("draft", "zero", "open", "paid", "past_due", "written_off")
-_LINES = """SELECT l.*, (SELECT sum(s.ledger_rows) FROM invoice_line_sources s
-                         WHERE s.invoice_id = l.invoice_id AND s.line_no = l.line_no)::int AS ledger_rows
-              FROM invoice_lines l WHERE l.invoice_id = $1 ORDER BY l.line_no"""
 
 
 def _limit(request: web.Request) -> int:
@@ -66,9 +64,8 @@ def _period_filter(request: web.Request) -> str | None:
             query={"status": "only invoices in this status", "limit": "at most this many (1-1000, default 100)"})
 async def list_invoices(request: web.Request) -> web.Response:
     customer = await require_customer(request)
-    rows = await request.app[POOL].fetch(
-        """SELECT * FROM invoices WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
-            ORDER BY period DESC LIMIT $3""", customer.account_id, _status_filter(request), _limit(request))
+    rows = await store.account_invoices(request.app[POOL], customer.account_id, status=_status_filter(request),
+                                        limit=_limit(request))
     return web.json_response(InvoiceList(invoices=[invoice_out(r) for r in rows]).model_dump(mode="json"))
 
 
@@ -78,11 +75,10 @@ async def list_invoices(request: web.Request) -> web.Response:
 async def get_invoice(request: web.Request) -> web.Response:
     customer = await require_customer(request)
     pool = request.app[POOL]
-    row = await pool.fetchrow("SELECT * FROM invoices WHERE id = $1 AND account_id = $2",
-                              request.match_info["invoice_id"], customer.account_id)
+    row = await store.account_invoice(pool, request.match_info["invoice_id"], customer.account_id)
     if row is None:
         raise ApiError(404, "no such invoice")
-    return web.json_response(invoice_out(row, await pool.fetch(_LINES, row["id"])).model_dump(mode="json"))
+    return web.json_response(invoice_out(row, await store.invoice_lines(pool, row["id"])).model_dump(mode="json"))
 
 
 @routes.get("/cloud/billing/upcoming")
@@ -96,8 +92,7 @@ async def upcoming(request: web.Request) -> web.Response:
 
 
 async def _run_out(request: web.Request, period: str) -> RunOut:
-    counts = {r["status"]: r["n"] for r in await request.app[POOL].fetch(
-        "SELECT status, count(*)::int AS n FROM invoices WHERE period = $1 GROUP BY status", period)}
+    counts = await store.invoice_counts_by_status(request.app[POOL], period)
     handle: WorkflowHandle[BillingRunWorkflow, BillingRunStatus] = request.app[TEMPORAL].get_workflow_handle(
         billing_run_id(period), result_type=BillingRunStatus)
     try:
@@ -160,10 +155,8 @@ async def get_run(request: web.Request) -> web.Response:
                    "limit": "at most this many (1-1000, default 100)"})
 async def admin_invoices(request: web.Request) -> web.Response:
     require_operator(request)
-    rows = await request.app[POOL].fetch(
-        """SELECT * FROM invoices WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR period = $2)
-            ORDER BY period DESC, account_id LIMIT $3""",
-        _status_filter(request), _period_filter(request), _limit(request))
+    rows = await store.all_invoices(request.app[POOL], status=_status_filter(request),
+                                    period=_period_filter(request), limit=_limit(request))
     return web.json_response(InvoiceList(invoices=[invoice_out(r) for r in rows]).model_dump(mode="json"))
 
 

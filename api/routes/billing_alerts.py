@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 
-import asyncpg
 from aiohttp import web
 
 from api.auth import require_customer
@@ -14,6 +13,7 @@ from api.bodies import parse
 from api.errors import ApiError
 from api.keys import POOL, SETTINGS
 from api.openapi import documented
+from tcloud.store import spend_alerts as store
 from tcloud.webhook_targets import check_webhook_url
 
 routes = web.RouteTableDef()
@@ -21,34 +21,22 @@ TAGS = ("billing",)
 NOTIFICATIONS_SHOWN = 50
 
 
-async def _alerts_out(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> SpendAlertsOut:
-    thresholds = [r["threshold_cents"] for r in await conn.fetch(
-        "SELECT threshold_cents FROM spend_alerts WHERE account_id = $1 ORDER BY 1", account_id)]
-    channels = await conn.fetchrow(
-        "SELECT webhook_url, webhook_secret, email FROM spend_alert_channels WHERE account_id = $1", account_id)
-    notifications = await conn.fetch(
-        """SELECT period, threshold_cents, estimate_cents, notified_at FROM spend_alert_notifications
-            WHERE account_id = $1 ORDER BY notified_at DESC, threshold_cents DESC LIMIT $2""",
-        account_id, NOTIFICATIONS_SHOWN)
+def _alerts_out(view: store.SpendAlertsView) -> SpendAlertsOut:
     deliveries: dict[tuple[str, int], list[AlertDeliveryOut]] = {}
-    for d in await conn.fetch(
-            """SELECT * FROM spend_alert_deliveries
-                WHERE account_id = $1 AND (period, threshold_cents) IN
-                      (SELECT * FROM unnest($2::text[], $3::bigint[]))
-                ORDER BY channel""",
-            account_id, [n["period"] for n in notifications], [n["threshold_cents"] for n in notifications]):
+    for d in view.deliveries:
         deliveries.setdefault((d["period"], d["threshold_cents"]), []).append(AlertDeliveryOut(
             channel=d["channel"], target=d["target"], state=d["state"], attempts=d["attempts"],
             last_error=d["last_error"], delivered_at=d["delivered_at"]))
+    channels = view.channels
     return SpendAlertsOut(
-        thresholds_cents=thresholds,
+        thresholds_cents=view.thresholds_cents,
         webhook_url=channels["webhook_url"] if channels else None,
         webhook_secret=channels["webhook_secret"] if channels else None,
         email=channels["email"] if channels else None,
         notifications=[AlertNotificationOut(
             period=n["period"], threshold_cents=n["threshold_cents"], estimate_cents=n["estimate_cents"],
             notified_at=n["notified_at"], deliveries=deliveries.get((n["period"], n["threshold_cents"]), []))
-            for n in notifications])
+            for n in view.notifications])
 
 
 @routes.get("/cloud/billing/alerts")
@@ -56,7 +44,8 @@ async def _alerts_out(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) 
             "deliveries", auth="customer", response=SpendAlertsOut, tags=TAGS)
 async def get_alerts(request: web.Request) -> web.Response:
     customer = await require_customer(request)
-    out = await _alerts_out(request.app[POOL], customer.account_id)
+    out = _alerts_out(await store.spend_alerts_view(request.app[POOL], customer.account_id,
+                                                    notifications=NOTIFICATIONS_SHOWN))
     return web.json_response(out.model_dump(mode="json"))
 
 
@@ -78,22 +67,8 @@ async def put_alerts(request: web.Request) -> web.Response:
             raise ApiError(400, str(err)) from None
     if body.email is not None and not settings.smtp_host:
         raise ApiError(400, "email alerts are not available on this platform (no SMTP server is configured)")
-    thresholds = sorted(set(body.thresholds_cents))
-    account_id = customer.account_id
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM spend_alerts WHERE account_id = $1", account_id)
-        await conn.executemany("INSERT INTO spend_alerts (account_id, threshold_cents) VALUES ($1, $2)",
-                               [(account_id, t) for t in thresholds])
-        old = await conn.fetchval(
-            "SELECT webhook_secret FROM spend_alert_channels WHERE account_id = $1 FOR UPDATE", account_id)
-        secret = None
-        if body.webhook_url is not None:
-            secret = old if old and not body.rotate_webhook_secret else "whsec_" + secrets.token_urlsafe(24)
-        await conn.execute(
-            """INSERT INTO spend_alert_channels (account_id, webhook_url, webhook_secret, email)
-               VALUES ($1, $2, $3, $4)
-               ON CONFLICT (account_id) DO UPDATE SET webhook_url = $2, webhook_secret = $3, email = $4,
-                                                      updated_at = now()""",
-            account_id, body.webhook_url, secret, body.email)
-        out = await _alerts_out(conn, account_id)
-    return web.json_response(out.model_dump(mode="json"))
+    view = await store.replace_spend_alerts(
+        request.app[POOL], customer.account_id, thresholds_cents=sorted(set(body.thresholds_cents)),
+        webhook_url=body.webhook_url, email=body.email, rotate_webhook_secret=body.rotate_webhook_secret,
+        new_webhook_secret="whsec_" + secrets.token_urlsafe(24), notifications=NOTIFICATIONS_SHOWN)
+    return web.json_response(_alerts_out(view).model_dump(mode="json"))

@@ -13,6 +13,7 @@ from api.keys import POOL, SETTINGS
 from api.openapi import documented
 from tcloud.invoicing import price_account_month
 from tcloud.pricing import BYTES_PER_GB, line_cents, price_book_for, tiered_actions_amount
+from tcloud.store import platform as platform_store
 
 routes = web.RouteTableDef()
 MAX_ACCOUNTS = 200
@@ -38,16 +39,14 @@ async def overview(request: web.Request) -> web.Response:
     period = now.strftime("%Y-%m")
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
-    rows = await pool.fetch("SELECT id, name, plan, status FROM accounts ORDER BY id LIMIT $1", MAX_ACCOUNTS)
+    rows = await platform_store.first_accounts(pool, MAX_ACCOUNTS)
     accounts = []
     for row in rows:
         month = await price_account_month(pool, row["id"], period, until=now)
         accounts.append({"id": row["id"], "name": row["name"], "plan": row["plan"], "status": row["status"],
                          "monthToDateCents": month.priced.total_cents})
 
-    usage = {r["metric"]: Decimal(r["q"]) for r in await pool.fetch(
-        """SELECT metric, sum(quantity) AS q FROM usage_ledger
-            WHERE namespace = $1 AND hour >= $2 GROUP BY metric""", settings.control_namespace, start)}
+    usage = await platform_store.namespace_usage_since(pool, settings.control_namespace, start)
     book = price_book_for(start.date())
     actions = usage.get("actions", Decimal(0))
     active_gbh = usage.get("active_storage", Decimal(0)) / BYTES_PER_GB

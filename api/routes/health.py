@@ -10,6 +10,7 @@ from aiohttp import web
 from api import openapi
 from api.keys import POOL, TEMPORAL
 from api.openapi import documented
+from tcloud.store import platform as platform_store
 
 routes = web.RouteTableDef()
 
@@ -29,7 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[TEMPORAL].service_client.check_health(timeout=timedelta(seconds=2))
 
     async def postgres() -> None:
-        await request.app[POOL].fetchval("SELECT 1", timeout=2)
+        await platform_store.ping(request.app[POOL], within_seconds=2)
 
     for name, probe in (("temporal", temporal), ("postgres", postgres)):
         try:

@@ -32,7 +32,9 @@ from api.keys import POOL, SETTINGS, TEMPORAL
 from api.namespace_json import checked_spec, namespace_message
 from api.openapi import documented
 from tcloud.namespace_names import namespace_id
-from tcloud.plans import NAMESPACE_QUOTA
+from tcloud.store import namespaces as store
+from tcloud.store.namespaces import NamespaceExists, NamespaceQuotaReached
+from tcloud.store.operations import OperationIdTaken, find_account_operation, set_operation_run_id
 from workflows.namespaces import (
     CreateNamespaceInput,
     CreateNamespaceWorkflow,
@@ -47,32 +49,31 @@ from workflows.namespaces import (
 
 routes = web.RouteTableDef()
 TAGS = ("namespaces",)
-LIVE = ("provisioning", "active", "updating", "deleting")  # states that count against the quota
 
 
-async def _owned_row(conn: asyncpg.Connection | asyncpg.Pool, namespace: str, account_id: str, *,
-                     lock: bool = False) -> asyncpg.Record:
-    """The caller's namespace row; any other account's (or a deleted one) answers 404, as if absent."""
-    row = await conn.fetchrow(
-        "SELECT * FROM namespaces WHERE namespace = $1 AND account_id = $2 AND state <> 'deleted'"
-        + (" FOR UPDATE" if lock else ""),
-        namespace, account_id,
-    )
+def _not_found(namespace: str) -> ApiError:
+    """Any other account's namespace (or a deleted one) answers 404, as if absent."""
+    return ApiError(404, f"namespace {namespace} not found")
+
+
+async def _owned_row(pool: asyncpg.Pool, namespace: str, account_id: str) -> asyncpg.Record:
+    """The caller's namespace row, or 404."""
+    row = await store.find_owned_namespace(pool, namespace, account_id)
     if row is None:
-        raise ApiError(404, f"namespace {namespace} not found")
+        raise _not_found(namespace)
     return row
 
 
 async def _start(request: web.Request, operation_id: str, start: Callable[[Client], Awaitable[Any]],
-                 undo: str, *args: object) -> None:
-    """Start the operation's workflow; if it cannot start, run ``undo`` (SQL) so nothing stays half-done."""
+                 undo: Callable[[asyncpg.Pool], Awaitable[None]]) -> None:
+    """Start the operation's workflow; if it cannot start, ``undo`` the row's change so nothing stays half-done."""
     pool = request.app[POOL]
     try:
         handle = await start(request.app[TEMPORAL])
     except Exception:
-        await pool.execute(undo, *args)
+        await undo(pool)
         raise
-    await operations.set_run_id(pool, operation_id, handle.first_execution_run_id or handle.result_run_id)
+    await set_operation_run_id(pool, operation_id, handle.first_execution_run_id or handle.result_run_id)
 
 
 def _accepted(operation_id: str, operation_type: str) -> AsyncOperation:
@@ -94,34 +95,21 @@ async def create_namespace(request: web.Request) -> web.Response:
     name, retention = checked_spec(body.spec)
     ns = namespace_id(name, customer.account_id)
     op_id = operations.new_operation_id(body.async_operation_id)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        account = await conn.fetchrow("SELECT plan, email FROM accounts WHERE id = $1 FOR UPDATE",
-                                      customer.account_id)
-        existing = await conn.fetchval("SELECT state FROM namespaces WHERE namespace = $1 FOR UPDATE", ns)
-        if existing in LIVE:
-            raise ApiError(409, f"namespace {ns} already exists")
-        held = await conn.fetchval(
-            "SELECT count(*) FROM namespaces WHERE account_id = $1 AND state = ANY($2::text[])",
-            customer.account_id, list(LIVE))
-        quota = NAMESPACE_QUOTA.get(account["plan"], 0)
-        if held >= quota:
-            raise ApiError(422, f"namespace quota reached: plan {account['plan']} allows {quota} namespaces")
-        await conn.execute(
-            """INSERT INTO namespaces (namespace, name, account_id, state, retention_days, async_operation_id)
-               VALUES ($1, $2, $3, 'provisioning', $4, $5)
-               ON CONFLICT (namespace) DO UPDATE SET
-                   state = 'provisioning', retention_days = $4, async_operation_id = $5, failure_reason = NULL,
-                   created_at = now(), updated_at = now(), deleted_at = NULL,
-                   resource_version = namespaces.resource_version + 1""",
-            ns, name, customer.account_id, retention, op_id)
-        await operations.record(conn, operation_id=op_id, account_id=customer.account_id,
-                                operation_type="CreateNamespace", resource=ns, workflow_id=create_workflow_id(ns))
-    params = CreateNamespaceInput(ns, customer.account_id, retention, account["email"])
+    try:
+        email = await store.reserve_namespace(request.app[POOL], namespace=ns, name=name,
+                                              account_id=customer.account_id, retention_days=retention,
+                                              operation_id=op_id, workflow_id=create_workflow_id(ns))
+    except NamespaceExists as err:
+        raise ApiError(409, f"namespace {ns} already exists") from err
+    except NamespaceQuotaReached as err:
+        raise ApiError(422, f"namespace quota reached: plan {err.plan} allows {err.quota} namespaces") from err
+    except OperationIdTaken as err:
+        raise operations.id_taken(err) from err
+    params = CreateNamespaceInput(ns, customer.account_id, retention, email)
     settings = request.app[SETTINGS]
     await _start(request, op_id, lambda c: c.start_workflow(
         CreateNamespaceWorkflow.run, params, id=create_workflow_id(ns), task_queue=settings.task_queue),
-        "UPDATE namespaces SET state = 'failed', failure_reason = 'the workflow could not start' "
-        "WHERE namespace = $1 AND state = 'provisioning'", ns)
+        lambda pool: store.fail_unstarted_namespace_creation(pool, ns))
     return message_response(CreateNamespaceResponse(namespace=ns, async_operation=_accepted(op_id, "CreateNamespace")),
                             status=202)
 
@@ -139,11 +127,9 @@ async def list_namespaces(request: web.Request) -> web.Response:
         raise ApiError(400, "pageSize must be an integer") from err
     if not 1 <= size <= 1000:
         raise ApiError(400, "pageSize must be between 1 and 1000")
-    rows = await request.app[POOL].fetch(
-        """SELECT * FROM namespaces WHERE account_id = $1 AND state <> 'deleted'
-              AND namespace > $2 AND ($3 = '' OR name = $3)
-            ORDER BY namespace LIMIT $4""",
-        customer.account_id, request.query.get("pageToken", ""), request.query.get("name", ""), size + 1)
+    rows = await store.list_account_namespaces(request.app[POOL], customer.account_id,
+                                               after=request.query.get("pageToken", ""),
+                                               name=request.query.get("name", ""), limit=size + 1)
     settings = request.app[SETTINGS]
     answer = GetNamespacesResponse(namespaces=[namespace_message(r, settings) for r in rows[:size]])
     if len(rows) > size:
@@ -177,25 +163,30 @@ async def update_namespace(request: web.Request) -> web.Response:
     if body.namespace and body.namespace != ns:
         raise ApiError(400, "namespace in the body differs from the path")
     op_id = operations.new_operation_id(body.async_operation_id)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await _owned_row(conn, ns, customer.account_id, lock=True)
+
+    def admit(row: asyncpg.Record) -> int:
+        """The new retention, or the error that refuses the update (checked on the locked row)."""
         customer.require_writable()
         _, retention = checked_spec(body.spec, name=row["name"], retention_default=row["retention_days"])
         _check_version(row, body.resource_version)
         if row["state"] != "active":
             raise ApiError(409, f"namespace {ns} is {row['state']}: only an active namespace can be updated")
-        version = await conn.fetchval(
-            """UPDATE namespaces SET state = 'updating', resource_version = resource_version + 1,
-                      async_operation_id = $2, updated_at = now()
-                WHERE namespace = $1 RETURNING resource_version""", ns, op_id)
-        workflow_id = update_workflow_id(ns, version)
-        await operations.record(conn, operation_id=op_id, account_id=customer.account_id,
-                                operation_type="UpdateNamespace", resource=ns, workflow_id=workflow_id)
-    params = UpdateNamespaceInput(ns, retention, version)
+        return retention
+
+    try:
+        change = await store.begin_namespace_update(
+            request.app[POOL], namespace=ns, account_id=customer.account_id, operation_id=op_id,
+            workflow_id=lambda version: update_workflow_id(ns, version), check=admit)
+    except OperationIdTaken as err:
+        raise operations.id_taken(err) from err
+    if change is None:
+        raise _not_found(ns)
+    params = UpdateNamespaceInput(ns, change.checked, change.resource_version)
     settings = request.app[SETTINGS]
     await _start(request, op_id, lambda c: c.start_workflow(
-        UpdateNamespaceWorkflow.run, params, id=workflow_id, task_queue=settings.task_queue),
-        "UPDATE namespaces SET state = 'active' WHERE namespace = $1 AND state = 'updating'", ns)
+        UpdateNamespaceWorkflow.run, params, id=update_workflow_id(ns, change.resource_version),
+        task_queue=settings.task_queue),
+        lambda pool: store.cancel_unstarted_namespace_update(pool, ns))
     return message_response(UpdateNamespaceResponse(async_operation=_accepted(op_id, "UpdateNamespace")), status=202)
 
 
@@ -208,22 +199,28 @@ async def delete_namespace(request: web.Request) -> web.Response:
     customer = await require_customer(request)
     ns = request.match_info["namespace"]
     op_id = operations.new_operation_id(request.query.get("asyncOperationId", ""))
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await _owned_row(conn, ns, customer.account_id, lock=True)
+
+    def admit(row: asyncpg.Record) -> None:
+        """Refuse the deletion by raising (checked on the locked row)."""
         customer.require_writable()
         _check_version(row, request.query.get("resourceVersion", ""))
         if row["state"] not in ("active", "failed"):
             raise ApiError(409, f"namespace {ns} is {row['state']}: wait until its operation finishes")
-        await conn.execute(
-            """UPDATE namespaces SET state = 'deleting', resource_version = resource_version + 1,
-                      async_operation_id = $2, updated_at = now() WHERE namespace = $1""", ns, op_id)
-        await operations.record(conn, operation_id=op_id, account_id=customer.account_id,
-                                operation_type="DeleteNamespace", resource=ns, workflow_id=delete_workflow_id(ns))
+
+    try:
+        change = await store.begin_namespace_deletion(
+            request.app[POOL], namespace=ns, account_id=customer.account_id, operation_id=op_id,
+            workflow_id=delete_workflow_id(ns), check=admit)
+    except OperationIdTaken as err:
+        raise operations.id_taken(err) from err
+    if change is None:
+        raise _not_found(ns)
+    previous_state = change.previous["state"]
     settings = request.app[SETTINGS]
     await _start(request, op_id, lambda c: c.start_workflow(
         DeleteNamespaceWorkflow.run, DeleteNamespaceInput(ns), id=delete_workflow_id(ns),
         task_queue=settings.task_queue),
-        "UPDATE namespaces SET state = $2 WHERE namespace = $1 AND state = 'deleting'", ns, row["state"])
+        lambda pool: store.cancel_unstarted_namespace_deletion(pool, ns, previous_state))
     return message_response(DeleteNamespaceResponse(async_operation=_accepted(op_id, "DeleteNamespace")), status=202)
 
 
@@ -233,8 +230,7 @@ async def delete_namespace(request: web.Request) -> web.Response:
 async def get_operation(request: web.Request) -> web.Response:
     customer = await require_customer(request)
     op_id = request.match_info["async_operation_id"]
-    row = await request.app[POOL].fetchrow(
-        "SELECT * FROM async_operations WHERE id = $1 AND account_id = $2", op_id, customer.account_id)
+    row = await find_account_operation(request.app[POOL], op_id, customer.account_id)
     if row is None:
         raise ApiError(404, f"operation {op_id} not found")
     try:

@@ -22,6 +22,7 @@ from api.usage_summaries import LedgerEntry
 from tcloud import metering
 from tcloud.clients import prometheus_client
 from tcloud.metering import floor_hour
+from tcloud.store import usage as usage_store
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
@@ -74,10 +75,7 @@ async def _estimate(request: web.Request, account_id: str) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     now = datetime.now(UTC)
     hour = floor_hour(now)
-    namespaces = [r["namespace"] for r in await request.app[POOL].fetch(
-        """SELECT DISTINCT namespace FROM namespace_ownership
-            WHERE account_id = $1 AND valid_from <= $2 AND (valid_to IS NULL OR valid_to > $3)""",
-        account_id, now, hour)]
+    namespaces = await usage_store.account_namespaces_between(request.app[POOL], account_id, hour, now)
     body: dict[str, Any] = {"isEstimate": True, "startTime": hour.isoformat(), "endTime": now.isoformat()}
     try:
         labels = metering.namespace_label_map(namespaces)
@@ -106,11 +104,8 @@ async def get_usage(request: web.Request) -> web.Response:
     if want_estimate not in ("true", "false"):
         raise ApiError(400, "estimate must be 'true' or 'false'")
     pool = request.app[POOL]
-    rows = await pool.fetch(
-        """SELECT namespace, hour, metric, quantity FROM usage_ledger
-            WHERE account_id = $1 AND hour >= $2 AND hour < $3""", customer.account_id, start, end)
-    marks = await pool.fetch("SELECT collector, hour FROM usage_collected_hours WHERE hour >= $1 AND hour < $2",
-                             start, end)
+    rows = await usage_store.account_ledger_between(pool, customer.account_id, start, end)
+    marks = await usage_store.collected_hours_between(pool, start, end)
     collected: dict[str, set[datetime]] = {}
     for m in marks:
         collected.setdefault(m["collector"], set()).add(m["hour"])

@@ -3,7 +3,6 @@ and signals the invoice's workflow; the workflow re-reads the invoice from Strip
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import stripe
@@ -14,6 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ApiError
 from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.openapi import documented
+from tcloud.store import invoices as store
 from workflows.billing_invoice import InvoiceWorkflow, PaymentNotice, invoice_workflow_id
 
 routes = web.RouteTableDef()
@@ -47,12 +47,11 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     if not signal or not stripe_invoice_id:
         return web.json_response({"received": True, "handled": False})
     pool = request.app[POOL]
-    row = await pool.fetchrow("SELECT id, account_id, period FROM invoices WHERE stripe_invoice_id = $1",
-                              stripe_invoice_id)
+    row = await store.invoice_by_stripe_id(pool, stripe_invoice_id)
     if row is None:  # not one of ours (e.g. a subscription's $0 invoice)
         return web.json_response({"received": True, "handled": False})
-    await pool.execute("INSERT INTO billing_events (account_id, invoice_id, kind, detail) VALUES ($1, $2, $3, $4)",
-                       row["account_id"], row["id"], f"webhook.{data['type']}", json.dumps({"event": data.get("id")}))
+    await store.insert_billing_event(pool, row["account_id"], f"webhook.{data['type']}", invoice_id=row["id"],
+                                     detail={"event": data.get("id")})
     handle: WorkflowHandle[InvoiceWorkflow, Any] = request.app[TEMPORAL].get_workflow_handle(
         invoice_workflow_id(row["account_id"], row["period"]))
     notice = PaymentNotice(event=str(data["type"]), stripe_invoice_id=str(stripe_invoice_id))

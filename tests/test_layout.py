@@ -1,0 +1,47 @@
+"""The layout stays what HACKING.md says: SQL is written only in the store layer and the migrations."""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRODUCT = ("api", "activities", "workflows", "workers", "tcloud")
+SQL_HOMES = (REPO / "tcloud" / "store", REPO / "tcloud" / "migrations")
+SQL = re.compile(
+    r"\bselect\b.+\bfrom\b|\binsert\s+into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b|\bon\s+conflict\b"
+    r"|\b(create|alter|drop|truncate)\s+(table|database|index|system|schema)\b|\bshow\s+max_connections\b"
+    r"|\bpg_advisory_\w+\b|\bto_regclass\b|\bselect\s+1\b",
+    re.IGNORECASE | re.DOTALL)
+
+
+def sql_strings(path: Path) -> list[tuple[int, str]]:
+    """(line, first line) of every string literal in ``path`` that reads as SQL."""
+    found = []
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if tok.type == tokenize.STRING and SQL.search(tok.string):
+            found.append((tok.start[0], tok.string.strip().splitlines()[0][:80]))
+    return found
+
+
+def product_files() -> list[Path]:
+    return [p for package in PRODUCT for p in (REPO / package).rglob("*.py")
+            if not any(home in p.parents for home in SQL_HOMES)]
+
+
+def test_sql_is_written_only_in_the_store_layer() -> None:
+    outside = [f"{p.relative_to(REPO)}:{line}: {text}" for p in product_files() for line, text in sql_strings(p)]
+    assert not outside, "SQL outside tcloud/store and tcloud/migrations:\n" + "\n".join(outside)
+
+
+def test_the_check_sees_sql() -> None:
+    sample = REPO / "tcloud" / "store" / "__init__.py"
+    assert sql_strings(sample) == []
+    probe = Path(__file__).with_name("_layout_probe.py")
+    try:
+        probe.write_text('Q = """SELECT id\n  FROM accounts"""\nR = "insert into t values (1)"\nS = "a selection"\n')
+        assert [line for line, _ in sql_strings(probe)] == [1, 3]
+    finally:
+        probe.unlink()
