@@ -79,7 +79,7 @@ ensure_go() {
   # Temporal's server, schema tool and UI server (and a terraform CLI) are built from their Go modules.
   command -v go >/dev/null 2>&1 || die "Go 1.26.8 or newer is needed to build the Temporal server from its module"
   local started=$SECONDS
-  "$PY" -m tcloud.local.gobuild
+  "$PY" -m launcher.gobuild
   log "Go programs ready in $((SECONDS - started))s (cache: ${TCLOUD_GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tcloud/go-bin})"
 }
 
@@ -91,21 +91,21 @@ case "$cmd" in
     ensure_prometheus
     ensure_test_tools
     ensure_go
-    "$PY" -m tcloud.local.cli up
+    "$PY" -m launcher.cli up
     ;;
   status)
     if [ "${TCLOUD_TARGET:-local}" = oke ]; then exec bash infra/oke-status.sh; fi
     [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
-    "$PY" -m tcloud.local.cli status
+    "$PY" -m launcher.cli status
     ;;
   stop)
     [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
-    "$PY" -m tcloud.local.cli stop
+    "$PY" -m launcher.cli stop
     ;;
   restore)
     [ -x "$PY" ] || die "not installed yet: run ./deploy.sh local"
     shift
-    "$PY" -m tcloud.local.restore "$@"
+    "$PY" -m launcher.restore "$@"
     ;;
   oke)
     shift

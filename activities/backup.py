@@ -13,9 +13,9 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tcloud.backups import catalog, pgtools, restoring
-from tcloud.backups.factory import open_store
-from tcloud.backups.store import BackupStore
+from tcloud.adapters.backups import catalog, pgtools, restoring
+from tcloud.adapters.backups.factory import open_store
+from tcloud.adapters.backups.store import BackupStore
 from tcloud.settings import Settings
 from tcloud.store import backups as backups_store
 

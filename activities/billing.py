@@ -12,11 +12,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.billing_stripe import InvoiceLocked, StripeSync
-from tcloud import invoicing, spend_alerts
-from tcloud.billing_period import hours_in_period, period_bounds
+from tcloud.domain.billing_period import hours_in_period, period_bounds
+from tcloud.domain.metering import COLLECTORS
+from tcloud.domain.states import InvoiceStatus
+from tcloud.services import invoicing, spend_alerts
 from tcloud.store import invoices as store
-
-COLLECTORS = ("actions", "storage")
 
 
 @dataclass
@@ -55,7 +55,7 @@ class InvoiceSummary:
     invoice_id: str
     account_id: str
     period: str
-    status: str
+    status: InvoiceStatus
     total_cents: int
 
 
@@ -73,7 +73,7 @@ class SendResult:
 @dataclass
 class PaymentResult:
     paid: bool
-    status: str
+    status: InvoiceStatus
     attempts: int
     error: str | None = None
     resumed_account: bool = False

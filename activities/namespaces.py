@@ -25,8 +25,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from tcloud.domain.states import NamespaceState as RowState
+from tcloud.platform.temporal import namespace_served
 from tcloud.store import namespaces as store
-from tcloud.temporal import namespace_served
 
 OWNER_KEY = "tcloud-account"  # in the server namespace's `data`: the account that owns it
 _POLL_SECONDS = 0.2
@@ -61,7 +62,7 @@ class ActivateInput:
 @dataclass
 class FailInput:
     namespace: str
-    state: str  # the state the row returns to: 'failed' after a failed creation, 'active' after a failed update
+    state: RowState  # the state the row returns to: 'failed' after a failed creation, 'active' after a failed update
     reason: str
 
 

@@ -12,10 +12,11 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tcloud import alert_delivery
+from tcloud.adapters import spend_alert_delivery
+from tcloud.adapters.webhook_targets import TargetRefused
+from tcloud.domain.states import DeliveryChannel, DeliveryState
 from tcloud.settings import Settings
 from tcloud.store import spend_alerts as store
-from tcloud.webhook_targets import TargetRefused
 
 
 @dataclass
@@ -23,7 +24,7 @@ class DeliveryKey:
     account_id: str
     period: str
     threshold_cents: int
-    channel: str  # webhook | email
+    channel: DeliveryChannel
 
 
 @dataclass
@@ -42,7 +43,7 @@ class PendingDeliveries:
 
 @dataclass
 class DeliveryOutcome:
-    state: str  # delivered | failed
+    state: DeliveryState
     attempts: int
     detail: str = ""
 
@@ -77,23 +78,23 @@ class SpendAlertDeliveryActivities:
         if row["state"] != "pending":
             return DeliveryOutcome(row["state"], row["attempts"], "already settled")
         attempts = await store.count_delivery_attempt(self._pool, key)
-        notification = alert_delivery.Notification(key.account_id, key.period, key.threshold_cents,
+        notification = spend_alert_delivery.Notification(key.account_id, key.period, key.threshold_cents,
                                                    row["estimate_cents"], row["notified_at"])
         try:
             if key.channel == "webhook":
                 if row["webhook_secret"] is None:
                     raise TargetRefused("the account removed its webhook before this alert was delivered")
-                status = await alert_delivery.send_webhook(
+                status = await spend_alert_delivery.send_webhook(
                     notification, url=row["target"], secret=row["webhook_secret"],
                     allow_private=self._settings.alert_webhook_allow_private)
                 detail = f"answered {status}"
             else:
-                await alert_delivery.send_email(notification, to=row["target"], settings=self._settings)
+                await spend_alert_delivery.send_email(notification, to=row["target"], settings=self._settings)
                 detail = "accepted by the SMTP server"
         except TargetRefused as err:
             await store.note_delivery_error(self._pool, key, str(err))
             raise ApplicationError(str(err), type="TargetRefused", non_retryable=True) from None
-        except alert_delivery.DeliveryFailed as err:
+        except spend_alert_delivery.DeliveryFailed as err:
             await store.note_delivery_error(self._pool, key, str(err))
             raise ApplicationError(str(err), type="DeliveryFailed") from None
         await store.mark_delivery_delivered(self._pool, key)

@@ -19,8 +19,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import usage_ledger, usage_sources
 from activities.usage_ledger import LedgerRow
-from tcloud import metering
-from tcloud.metering import HOUR, floor_hour
+from tcloud.domain import metering
+from tcloud.domain.metering import HOUR, floor_hour
 from tcloud.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
-from tcloud.metering import HOUR, floor_hour, hours_between
+from tcloud.domain.metering import HOUR, floor_hour, hours_between
 from tcloud.store import usage as usage_store
 from tcloud.store.usage import LedgerRow
 

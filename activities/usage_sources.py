@@ -20,8 +20,8 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from tcloud import metering
-from tcloud.metering import HOUR, ExecutionStorage, SeriesKey, WindowSeries
+from tcloud.domain import metering
+from tcloud.domain.metering import HOUR, ExecutionStorage, SeriesKey, WindowSeries
 
 ACTION_METRIC = "action"
 # Prometheus 2.x range selectors include both ends: evaluating a millisecond early keeps `end` out.

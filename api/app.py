@@ -8,25 +8,25 @@ import aiohttp
 from aiohttp import web
 
 from api import metrics, pipeline_metrics
+from api.appkeys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.errors import error_middleware
-from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.routes import (
     accounts,
     apikeys,
     backups,
     billing,
-    billing_alerts,
     console,
     health,
     namespaces,
     portal,
+    spend_alerts,
     usage,
     webhooks,
 )
-from tcloud.clients import stripe_client
-from tcloud.db import create_pool
+from tcloud.platform.clients import stripe_client
+from tcloud.platform.db import create_pool
+from tcloud.platform.temporal import connect
 from tcloud.settings import Settings
-from tcloud.temporal import connect
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
     pipeline_metrics.install(app, interval_seconds=settings.pipeline_metrics_interval_seconds)
-    for module in (health, accounts, apikeys, namespaces, usage, billing, billing_alerts, webhooks, backups, console,
+    for module in (health, accounts, apikeys, namespaces, usage, billing, spend_alerts, webhooks, backups, console,
                    portal):
         app.add_routes(module.routes)
     return app

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from api.appkeys import POOL, SETTINGS
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS
 from api.throttle import client_address, throttle_of
-from tcloud import apikeys
+from tcloud.domain import apikeys
 from tcloud.store.accounts import find_active_key_by_prefix, mark_key_used
 
 _NO_HASH = bytes(32)  # compared against when no key has the presented prefix

@@ -7,8 +7,8 @@ from datetime import datetime
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from tcloud.invoicing import AccountMonth
-from tcloud.pricing import dollars
+from tcloud.domain.pricing import dollars
+from tcloud.services.invoicing import AccountMonth
 
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 

@@ -8,7 +8,7 @@ from temporalio.api.cloud.namespace.v1 import Endpoints, Namespace, NamespaceSpe
 from temporalio.api.cloud.resource.v1 import ResourceState
 
 from api.errors import ApiError
-from tcloud.namespace_names import name_problem
+from tcloud.domain.namespace_names import name_problem
 from tcloud.settings import Settings
 
 RETENTION_MIN, RETENTION_MAX, RETENTION_DEFAULT = 1, 90, 30

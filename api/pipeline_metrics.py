@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from api import metrics
-from api.keys import POOL
+from api.appkeys import POOL
 from tcloud.store import invoices as invoice_store
 from tcloud.store import platform as platform_store
 

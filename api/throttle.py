@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from api.keys import SETTINGS
+from api.appkeys import SETTINGS
 
 # Addresses tracked at once; past this the least recently failing ones are forgotten (bounded memory).
 MAX_TRACKED_CLIENTS = 100_000

@@ -21,7 +21,7 @@ from temporalio.api.cloud.usage.v1 import (
     Summary,
 )
 
-from tcloud.metering import COLLECTORS, HOUR, hours_between
+from tcloud.domain.metering import COLLECTORS, HOUR, hours_between
 
 # Ledger metric -> (Cloud record type, unit, factor from the ledger's unit). Storage is kept in byte-hours.
 _RECORDS: dict[str, tuple[int, int, int]] = {

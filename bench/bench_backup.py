@@ -35,14 +35,14 @@ SELECT g, md5(g::text) || md5((g * 7)::text), g * 1.5, jsonb_build_object('g', g
 
 def _child(dsn: str, store_kind: str, target: str) -> None:
     """Run one backup of ``dsn`` into the store and print seconds, bytes and peak RSS as JSON."""
-    from tcloud.backups import pgtools
-    from tcloud.backups.filesystem import FilesystemStore
-    from tcloud.backups.store import BackupStore
+    from tcloud.adapters.backups import pgtools
+    from tcloud.adapters.backups.filesystem import FilesystemStore
+    from tcloud.adapters.backups.store import BackupStore
 
     async def run() -> dict[str, object]:
         store: BackupStore
         if store_kind == "oci":
-            from tcloud.backups.oci_store import OciObjectStore
+            from tcloud.adapters.backups.oci_store import OciObjectStore
             from tcloud.settings import Settings
 
             endpoint, config = target.split(",", 1)
@@ -72,7 +72,7 @@ def _serve_oci(key_dir: str, port: int) -> None:
 
 
 def _plain_pg_dump(dsn: str) -> float:
-    from tcloud.backups import pgtools
+    from tcloud.adapters.backups import pgtools
 
     target, env = pgtools.libpq_target(dsn)
     started = time.perf_counter()
@@ -90,7 +90,7 @@ def _ours(dsn: str, store_kind: str, target: str) -> dict[str, float]:
 async def _create(server_dsn: str, name: str, rows: int) -> str:
     import asyncpg
 
-    from tcloud.local import procs
+    from launcher import procs
 
     admin = await asyncpg.connect(server_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best time counts")
     args = parser.parse_args()
 
-    from tcloud.local import procs
+    from launcher import procs
 
     with tempfile.TemporaryDirectory(prefix="bench-backup-") as tmp:
         root = Path(tmp)

@@ -15,7 +15,7 @@ Each gets its own database and its own fresh localstripe holding the same N acco
 
 Prints wall time, invoices/s, the ratio of the two, and the Temporal actions the run consumed per
 account-month (from the server's ``action`` counter for the control namespace). Each invoice costs about
-6 Stripe calls; localstripe's list calls scan every object of the listed type (tcloud.local.stripe_fake), so
+6 Stripe calls; localstripe's list calls scan every object of the listed type (launcher.stripe_fake), so
 both runs slow down somewhat as N grows. 10,000 accounts take about 7 minutes to set up and 45 to run.
 """
 
@@ -39,11 +39,11 @@ from pydantic import SecretStr
 from activities.billing import AccountPeriod, BillingActivities, InvoiceRef
 from activities.billing_stripe import StripeSync
 from api import jwt
-from tcloud.clients import stripe_client
-from tcloud.db import create_pool
-from tcloud.local import procs
+from launcher import procs
+from tcloud.platform.clients import stripe_client
+from tcloud.platform.db import create_pool
+from tcloud.platform.temporal import connect
 from tcloud.settings import Settings
-from tcloud.temporal import connect
 from tests import harness
 from tests.billing_helpers import add_usage, complete_hours, make_account
 from workers.main import run_worker

@@ -27,10 +27,10 @@ from prometheus_api_client import PrometheusConnect
 
 from activities import usage_ledger, usage_sources
 from activities.usage_ledger import LedgerRow
-from tcloud import metering
-from tcloud.db import create_pool
-from tcloud.local import procs
-from tcloud.metering import HOUR, floor_hour
+from launcher import procs
+from tcloud.domain import metering
+from tcloud.domain.metering import HOUR, floor_hour
+from tcloud.platform.db import create_pool
 
 TYPES = ["grpc_StartWorkflowExecution", "command_ScheduleActivityTask", "command_StartTimer",
          "command_RecordMarker"]

@@ -15,7 +15,7 @@ from google.protobuf.json_format import Parse
 from temporalio.api.cloud.cloudservice.v1 import CreateNamespaceResponse, GetAsyncOperationResponse
 from temporalio.api.cloud.operation.v1 import AsyncOperation
 
-from tcloud.local import procs
+from launcher import procs
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ async def create_namespace(api: TestClient, account: TestAccount, name: str, *, 
 
 async def _pending_detail(api: TestClient, operation_id: str) -> str:
     """What the operation's workflow is waiting on (for the failure message of a test)."""
-    from api.keys import POOL, TEMPORAL
+    from api.appkeys import POOL, TEMPORAL
 
     row = await api.app[POOL].fetchrow("SELECT workflow_id, run_id FROM async_operations WHERE id = $1", operation_id)
     info = await api.app[TEMPORAL].get_workflow_handle(row["workflow_id"], run_id=row["run_id"]).describe()

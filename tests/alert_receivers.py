@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tcloud.local import procs
+from launcher import procs
 from tests import harness
 
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 import asyncpg
 import stripe
 
-from tcloud import apikeys
-from tcloud.billing_period import hours_in_period, period_bounds
+from tcloud.domain import apikeys
+from tcloud.domain.billing_period import hours_in_period, period_bounds
 
 GOOD_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000341"  # attaches, then every charge is declined

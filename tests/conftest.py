@@ -27,11 +27,11 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from api import jwt
-from tcloud.clients import stripe_client
-from tcloud.db import create_pool
-from tcloud.local import procs
+from launcher import procs
+from tcloud.platform.clients import stripe_client
+from tcloud.platform.db import create_pool
+from tcloud.platform.temporal import DATA_CONVERTER, connect
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER, connect
 from tests import harness
 from workers.main import run_worker
 

@@ -1,6 +1,6 @@
 """The real parts for tests: each started on free ports in a temp dir, each stopped afterwards.
 
-They come from ``tcloud.local.procs``, the same code ``deploy.sh local`` runs.
+They come from ``launcher.procs``, the same code ``deploy.sh local`` runs.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 from temporalio.client import Client
 
-from tcloud.local import procs, temporal_server
+from launcher import procs, temporal_server
+from tcloud.platform.temporal import ensure_namespace, ensure_search_attributes
 from tcloud.settings import Settings
-from tcloud.temporal import ensure_namespace, ensure_search_attributes
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Managed:
 
 @dataclass
 class TemporalServer:
-    """The official Temporal server (tcloud.local.temporal_server): PostgreSQL, JWT authorization, two doors.
+    """The official Temporal server (launcher.temporal_server): PostgreSQL, JWT authorization, two doors.
 
     Its databases are new ones on ``server_dsn``'s PostgreSQL; tokens are checked against ``jwks_uri``.
     ``address`` is the internal frontend (the platform's door: no token), ``public_address`` the tenants' door.

@@ -21,9 +21,9 @@ from temporalio.api.cloud.operation.v1 import AsyncOperation
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
-from tcloud.backups import catalog, restoring
-from tcloud.backups.factory import open_store
-from tcloud.invoicing import invoice_id_for, price_account_month
+from tcloud.adapters.backups import catalog, restoring
+from tcloud.adapters.backups.factory import open_store
+from tcloud.services.invoicing import invoice_id_for, price_account_month
 from tcloud.settings import Settings
 from tests import harness
 from tests.backup_support import table_checksums

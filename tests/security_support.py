@@ -19,9 +19,9 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.runtime import Runtime
 
-from tcloud.local import procs
+from launcher import procs
+from tcloud.platform.temporal import connect
 from tcloud.settings import Settings
-from tcloud.temporal import connect
 from tests import harness
 from workers.main import run_worker
 

@@ -27,7 +27,7 @@ from activities.billing import BillingActivities, SpendAlertActivities
 from activities.namespaces import NamespaceActivities
 from activities.spend_alert_delivery import SpendAlertDeliveryActivities
 from activities.usage import UsageActivities
-from tcloud.temporal import SEARCH_ATTRIBUTES
+from tcloud.platform.temporal import SEARCH_ATTRIBUTES
 
 F = TypeVar("F", bound=Callable[..., Any])
 

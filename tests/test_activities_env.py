@@ -34,14 +34,14 @@ from activities.billing import AccountPeriod, BillingActivities
 from activities.namespaces import NamespaceActivities, NamespaceRef, RegisterInput
 from activities.spend_alert_delivery import DeliveryKey, DeliveryOutcome, SpendAlertDeliveryActivities
 from activities.usage import CollectHourInput, UsageActivities
-from tcloud.backups import catalog
-from tcloud.backups.factory import open_store
-from tcloud.clients import prometheus_client
-from tcloud.invoicing import invoice_id_for
-from tcloud.local import procs
-from tcloud.metering import HOUR, floor_hour
+from launcher import procs
+from tcloud.adapters.backups import catalog
+from tcloud.adapters.backups.factory import open_store
+from tcloud.domain.metering import HOUR, floor_hour
+from tcloud.platform.clients import prometheus_client
+from tcloud.platform.temporal import ensure_namespace, namespace_exists
+from tcloud.services.invoicing import invoice_id_for
 from tcloud.settings import Settings
-from tcloud.temporal import ensure_namespace, namespace_exists
 from tests.alert_receivers import signature_valid, webhook_receiver
 from tests.billing_helpers import (
     add_usage,

@@ -11,9 +11,9 @@ import pytest
 from temporalio.client import Client
 
 from activities.backup import RestoreRequest
-from tcloud.backups import catalog
-from tcloud.backups.filesystem import FilesystemStore
-from tcloud.local import procs
+from launcher import procs
+from tcloud.adapters.backups import catalog
+from tcloud.adapters.backups.filesystem import FilesystemStore
 from tcloud.settings import Settings
 from tests import harness
 from tests.backup_support import fill, table_checksums, wipe

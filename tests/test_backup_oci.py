@@ -15,9 +15,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from activities.backup import BackupActivities, RestoreRequest
-from tcloud.backups.factory import open_store
-from tcloud.backups.oci_store import OciObjectStore
-from tcloud.backups.store import ObjectNotFoundError
+from tcloud.adapters.backups.factory import open_store
+from tcloud.adapters.backups.oci_store import OciObjectStore
+from tcloud.adapters.backups.store import ObjectNotFoundError
 from tcloud.settings import Settings
 from tests import oci_fake
 from tests.backup_support import fill, table_checksums, wipe

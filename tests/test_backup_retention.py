@@ -12,9 +12,9 @@ import pytest
 from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowFailureError
 
 from activities.backup import RestoreRequest
-from tcloud.backups import catalog
-from tcloud.backups.filesystem import FilesystemStore
-from tcloud.backups.store import check_key
+from tcloud.adapters.backups import catalog
+from tcloud.adapters.backups.filesystem import FilesystemStore
+from tcloud.adapters.backups.store import check_key
 from tcloud.settings import Settings
 from tests.backup_support import fill, table_checksums
 from workers import cap_backups

@@ -19,10 +19,10 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Replayer
 
 from activities.backup import RestoreRequest
-from tcloud.backups import catalog
-from tcloud.backups.filesystem import FilesystemStore
+from tcloud.adapters.backups import catalog
+from tcloud.adapters.backups.filesystem import FilesystemStore
+from tcloud.platform.temporal import DATA_CONVERTER
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER
 from tests import harness
 from tests.backup_support import fill, table_checksums, wipe
 from workflows.backup import BackupInput, BackupOutput, BackupWorkflow, RestoreWorkflow
@@ -138,7 +138,7 @@ async def test_unknown_backup_and_database_are_refused(
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **harness.settings_env(settings)}
-    return subprocess.run([sys.executable, "-m", "tcloud.local.restore", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "launcher.restore", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

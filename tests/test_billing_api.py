@@ -11,11 +11,11 @@ import stripe
 from aiohttp.test_utils import TestClient
 from temporalio.client import Client
 
-from tcloud.billing_period import period_bounds, period_of
-from tcloud.invoicing import invoice_id_for, price_account_month
+from tcloud.domain.billing_period import period_bounds, period_of
+from tcloud.services.invoicing import invoice_id_for, price_account_month
 from tcloud.settings import Settings
 from tests.billing_helpers import add_usage, complete_hours, customer_headers, make_account, wait_until
-from workflows.billing_alerts import SpendAlertsRun, SpendAlertsWorkflow
+from workflows.spend_alerts import SpendAlertsRun, SpendAlertsWorkflow
 
 PERIOD = "2025-08"
 

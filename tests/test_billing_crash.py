@@ -12,8 +12,8 @@ import pytest
 import stripe
 from temporalio.client import Client
 
-from tcloud.invoicing import invoice_id_for, price_account_month
-from tcloud.local import procs
+from launcher import procs
+from tcloud.services.invoicing import invoice_id_for, price_account_month
 from tcloud.settings import Settings
 from tests import harness
 from tests.billing_helpers import add_usage, complete_hours, make_account, stripe_invoices_for, succeeded_charges

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
-from tcloud.invoicing import invoice_id_for
+from tcloud.services.invoicing import invoice_id_for
 from tcloud.settings import Settings
 from tests import harness
 from tests.billing_helpers import (

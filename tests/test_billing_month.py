@@ -23,9 +23,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tcloud.billing_period import period_bounds, period_of
-from tcloud.clients import prometheus_client
-from tcloud.invoicing import invoice_id_for
+from tcloud.domain.billing_period import period_bounds, period_of
+from tcloud.platform.clients import prometheus_client
+from tcloud.services.invoicing import invoice_id_for
 from tcloud.settings import Settings
 from tests.billing_helpers import add_usage, complete_hours, make_account, stripe_invoices_for, wait_until
 from workers import cap_billing

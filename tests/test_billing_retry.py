@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.billing import BillingActivities, InvoiceRef
 from activities.billing_stripe import StripeSync
-from tcloud import invoicing
+from tcloud.services import invoicing
 from tests.billing_helpers import add_usage, complete_hours, make_account, stripe_invoices_for, succeeded_charges
 
 PERIOD = "2025-06"

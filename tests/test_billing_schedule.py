@@ -10,9 +10,9 @@ import asyncpg
 import stripe
 from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowExecutionStatus
 
-from tcloud.billing_period import previous_period
-from tcloud.clients import prometheus_client
-from tcloud.invoicing import invoice_id_for
+from tcloud.domain.billing_period import previous_period
+from tcloud.platform.clients import prometheus_client
+from tcloud.services.invoicing import invoice_id_for
 from tcloud.settings import Settings
 from tests.billing_helpers import add_usage, complete_hours, make_account, wait_until
 from workers import cap_billing

@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from tcloud.invoicing import invoice_id_for, price_account_month
+from tcloud.services.invoicing import invoice_id_for, price_account_month
 from tcloud.settings import Settings
 from tests.billing_helpers import (
     add_usage,

@@ -17,8 +17,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tcloud.local import procs
-from tcloud.local.cli import read_env_file
+from launcher import procs
+from launcher.cli import read_env_file
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from tcloud.local import gobuild
+from launcher import gobuild
 from tcloud.settings import Settings
 from tests.test_deploy_artifacts import KUBERNETES_VERSION
 

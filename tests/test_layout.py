@@ -8,7 +8,7 @@ import tokenize
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRODUCT = ("api", "activities", "workflows", "workers", "tcloud")
+PRODUCT = ("api", "activities", "workflows", "workers", "tcloud", "launcher")
 SQL_HOMES = (REPO / "tcloud" / "store", REPO / "tcloud" / "migrations")
 SQL = re.compile(
     r"\bselect\b.+\bfrom\b|\binsert\s+into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b|\bon\s+conflict\b"

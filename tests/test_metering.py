@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tcloud import metering
-from tcloud.metering import ExecutionStorage, WindowSeries
+from tcloud.domain import metering
+from tcloud.domain.metering import ExecutionStorage, WindowSeries
 
 H = datetime(2026, 11, 25, 10, tzinfo=UTC)
 

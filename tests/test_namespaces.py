@@ -20,8 +20,8 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
+from tcloud.platform.temporal import DATA_CONVERTER
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER
 from tests.accounts_fixtures import (
     TestAccount,
     create_account,

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from temporalio.api.workflowservice.v1 import ListNamespacesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tcloud.local import procs
+from launcher import procs
 from tcloud.settings import Settings
 from tests import harness
 from tests.accounts_fixtures import TestAccount, unique, wait_operation, wait_stripe_customer

@@ -13,10 +13,10 @@ from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from tcloud.db import migrate, migration_files
-from tcloud.metering import sanitize_label_value
+from tcloud.domain.metering import sanitize_label_value
+from tcloud.platform.db import migrate, migration_files
+from tcloud.platform.temporal import DATA_CONVERTER
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER
 from tests import harness
 from workflows.platform_check import PlatformCheckInput, PlatformCheckOutput, PlatformCheckWorkflow
 

@@ -19,9 +19,9 @@ from playwright.async_api import Page, expect
 from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client
 
-from tcloud.metering import floor_hour, sanitize_label_value
+from tcloud.domain.metering import floor_hour, sanitize_label_value
+from tcloud.platform.temporal import DATA_CONVERTER
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER
 from tests import harness
 from tests.accounts_fixtures import TestAccount, create_account, unique, wait_stripe_customer
 from tests.billing_helpers import add_usage, complete_hours, set_card, wait_until

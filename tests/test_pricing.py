@@ -1,4 +1,4 @@
-"""Property tests of the pricing rules (tcloud.pricing) against the shipped price book."""
+"""Property tests of the pricing rules (tcloud.domain.pricing) against the shipped price book."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcloud.billing_period import days_billed, days_in_period, period_bounds, previous_period
-from tcloud.pricing import (
+from tcloud.domain.billing_period import days_billed, days_in_period, period_bounds, previous_period
+from tcloud.domain.pricing import (
     Usage,
     line_cents,
     parse_price_book,

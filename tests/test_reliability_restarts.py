@@ -26,10 +26,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.runtime import Runtime
 
 from api.app import create_app
-from tcloud.billing_period import period_bounds
-from tcloud.db import create_pool
+from tcloud.domain.billing_period import period_bounds
+from tcloud.platform.db import create_pool
+from tcloud.platform.temporal import connect
 from tcloud.settings import Settings
-from tcloud.temporal import connect
 from tests import harness
 from tests.accounts_fixtures import create_account, unique, wait_stripe_customer
 from tests.backup_support import fill

@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from tcloud.temporal import DATA_CONVERTER
+from tcloud.platform.temporal import DATA_CONVERTER
 from workers import registry
 
 HISTORIES = {p.stem: p.read_text() for p in sorted((Path(__file__).parent / "histories").glob("*.json"))}

@@ -17,17 +17,17 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from activities.spend_alert_delivery import DeliveryKey
-from tcloud import alert_delivery
-from tcloud.billing_period import period_of
+from tcloud.adapters import spend_alert_delivery
+from tcloud.adapters.webhook_targets import TargetRefused, check_webhook_url
+from tcloud.domain.billing_period import period_of
+from tcloud.platform.temporal import DATA_CONVERTER
+from tcloud.services.spend_alerts import check_account
 from tcloud.settings import Settings
-from tcloud.spend_alerts import check_account
-from tcloud.temporal import DATA_CONVERTER
-from tcloud.webhook_targets import TargetRefused, check_webhook_url
 from tests import harness
 from tests.alert_receivers import MailSink, WebhookReceiver, mail_sink, signature_valid, webhook_receiver
 from tests.billing_helpers import TestAccount, customer_headers, make_account, wait_until
 from tests.browser import browser, screenshot
-from workflows.billing_alerts import (
+from workflows.spend_alerts import (
     DeliveryPolicy,
     SpendAlertDeliveryWorkflow,
     SpendAlertsRun,
@@ -219,10 +219,10 @@ def test_public_https_urls_are_accepted() -> None:
 
 async def test_a_name_resolving_to_loopback_is_refused_at_delivery(receiver: WebhookReceiver) -> None:
     """Checked on the resolved address when sending, so DNS cannot point a public-looking name inside."""
-    n = alert_delivery.Notification("acme", "2026-12", 100, 200, 0)
+    n = spend_alert_delivery.Notification("acme", "2026-12", 100, 200, 0)
     for url in (f"http://localhost:{receiver.port}/x", f"http://127.0.0.1:{receiver.port}/x"):
         with pytest.raises(TargetRefused):
-            await alert_delivery.send_webhook(n, url=url, secret="s", allow_private=False)
+            await spend_alert_delivery.send_webhook(n, url=url, secret="s", allow_private=False)
     assert receiver.requests == []
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tcloud.local import gobuild, temporal_server
+from launcher import gobuild, temporal_server
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = yaml.safe_load((REPO / "charts" / "temporal-values.yaml").read_text())

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client
 
-from tcloud.metering import floor_hour
+from tcloud.domain.metering import floor_hour
+from tcloud.platform.temporal import connect
 from tcloud.settings import Settings
-from tcloud.temporal import connect
 from tests import harness
 from tests.usage_fixtures import Tenant, create_tenant, wait_prometheus_total
 from tests.usage_workload import billable, run_workload, server_action_counter, settled_server_counter, tenant_worker

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import asyncpg
 from temporalio.client import Client
 
-from tcloud.local import procs
-from tcloud.metering import HOUR, floor_hour, hour_id
+from launcher import procs
+from tcloud.domain.metering import HOUR, floor_hour, hour_id
 from tcloud.settings import Settings
 from workflows.usage import UsageCollectHourWorkflow, UsageHourlyWorkflow
 

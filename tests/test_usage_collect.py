@@ -23,10 +23,10 @@ from temporalio.client import (
 from temporalio.worker import Replayer
 
 from activities.usage import CollectHourInput
-from tcloud.clients import prometheus_client
-from tcloud.metering import HOUR, floor_hour, hour_id
+from tcloud.domain.metering import HOUR, floor_hour, hour_id
+from tcloud.platform.clients import prometheus_client
+from tcloud.platform.temporal import DATA_CONVERTER, connect
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER, connect
 from tests import harness
 from tests.usage_fixtures import Tenant, collect_provisional, create_tenant, ledger_quantity, wait_prometheus_total
 from tests.usage_tenant_app import TenantOrderWorkflow

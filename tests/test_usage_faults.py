@@ -17,9 +17,9 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tcloud.metering import HOUR, floor_hour, is_billable_action_type
+from tcloud.domain.metering import HOUR, floor_hour, is_billable_action_type
+from tcloud.platform.temporal import DATA_CONVERTER
 from tcloud.settings import Settings
-from tcloud.temporal import DATA_CONVERTER
 from tests import harness
 from tests.figures import Figures
 from tests.usage_fixtures import Tenant, collect_provisional, create_tenant, ledger_quantity, wait_prometheus_total

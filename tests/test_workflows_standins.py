@@ -45,8 +45,8 @@ from activities.billing import (
 from activities.namespaces import ActivateInput, FailInput, RegisterInput, RetentionInput
 from activities.spend_alert_delivery import DeliveryKey, DeliveryOutcome, FailDelivery
 from activities.usage import CollectHourInput, CollectHourOutput, PendingHoursInput, PendingHoursOutput
-from tcloud.backups import catalog, pgtools
-from tcloud.billing_period import hours_in_period, period_bounds, period_of
+from tcloud.adapters.backups import catalog, pgtools
+from tcloud.domain.billing_period import hours_in_period, period_bounds, period_of
 from tests.standin_support import (
     Calls,
     gaps_seconds,
@@ -59,7 +59,6 @@ from tests.standin_support import (
 from workflows.accounts import AccountSetupInput, AccountSetupOutput, AccountSetupWorkflow, account_setup_workflow_id
 from workflows.backup import BackupInput, BackupWorkflow, RestoreWorkflow
 from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
-from workflows.billing_alerts import DeliveryInput, DeliveryPolicy, SpendAlertDeliveryWorkflow, delivery_workflow_id
 from workflows.billing_invoice import (
     InvoiceInput,
     InvoiceStatus,
@@ -76,6 +75,7 @@ from workflows.namespaces import (
     create_workflow_id,
     update_workflow_id,
 )
+from workflows.spend_alerts import DeliveryInput, DeliveryPolicy, SpendAlertDeliveryWorkflow, delivery_workflow_id
 from workflows.usage import (
     UsageCollectHourWorkflow,
     UsageHourlyInput,

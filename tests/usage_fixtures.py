@@ -12,10 +12,10 @@ from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client
 
 from activities.usage import CollectHourInput, CollectHourOutput
-from tcloud import apikeys
-from tcloud.metering import floor_hour, hour_id, sanitize_label_value
+from tcloud.domain import apikeys
+from tcloud.domain.metering import floor_hour, hour_id, sanitize_label_value
+from tcloud.platform.temporal import ensure_namespace
 from tcloud.settings import Settings
-from tcloud.temporal import ensure_namespace
 from workflows.usage import UsageCollectHourWorkflow
 
 

@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from tcloud.metering import is_billable_action_type
+from tcloud.domain.metering import is_billable_action_type
 from tests.usage_tenant_app import OrderInput, TenantOrderWorkflow, flaky, greet
 
 TASK_QUEUE = "tenant-work"

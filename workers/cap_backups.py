@@ -16,7 +16,7 @@ from temporalio.client import (
 )
 
 from activities.backup import BackupActivities
-from tcloud.schedules import upsert_schedule
+from tcloud.platform.schedules import upsert_schedule
 from workers.capability import Clients, activity_methods
 from workflows.backup import BackupInput, BackupWorkflow, RestoreWorkflow
 

@@ -15,12 +15,12 @@ from temporalio.client import (
 
 from activities.billing import BillingActivities, SpendAlertActivities
 from activities.spend_alert_delivery import SpendAlertDeliveryActivities
-from tcloud.schedules import upsert_schedule
+from tcloud.platform.schedules import upsert_schedule
 from tcloud.settings import Settings
 from workers.capability import Clients, activity_methods
 from workflows.billing import BillingMonthlyTick, BillingRunInput, BillingRunWorkflow
-from workflows.billing_alerts import DeliveryPolicy, SpendAlertDeliveryWorkflow, SpendAlertsRun, SpendAlertsWorkflow
 from workflows.billing_invoice import DunningPolicy, InvoiceWorkflow
+from workflows.spend_alerts import DeliveryPolicy, SpendAlertDeliveryWorkflow, SpendAlertsRun, SpendAlertsWorkflow
 
 # 00:05 UTC on the 1st: the run then sleeps out the grace period and waits for a complete ledger.
 MONTHLY_CRON = "5 0 1 * *"

@@ -10,10 +10,10 @@ import aiohttp
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from tcloud.clients import prometheus_client, stripe_client
-from tcloud.db import create_pool
+from tcloud.platform.clients import prometheus_client, stripe_client
+from tcloud.platform.db import create_pool
+from tcloud.platform.temporal import connect, ensure_namespace, ensure_search_attributes
 from tcloud.settings import Settings, get_settings
-from tcloud.temporal import connect, ensure_namespace, ensure_search_attributes
 from workers import registry
 
 log = logging.getLogger("tcloud.worker")

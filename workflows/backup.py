@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreRequest,
         RestoreResult,
     )
-    from tcloud.backups import catalog
+    from tcloud.adapters.backups import catalog
 
 SHORT = timedelta(minutes=2)
 DUMP_TIMEOUT = timedelta(hours=6)

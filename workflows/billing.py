@@ -20,8 +20,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import AccountPageInput, BillingActivities, PeriodInput
-    from tcloud.billing_period import period_bounds, previous_period
-    from tcloud.states import BillingRunPhase
+    from tcloud.domain.billing_period import period_bounds, previous_period
+    from tcloud.domain.states import BillingRunPhase
     from workflows.billing_invoice import (
         ACCOUNT_KEY,
         PERIOD_KEY,

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         RegisterInput,
         RetentionInput,
     )
+    from tcloud.domain.states import NamespaceState
 
 _DB = timedelta(seconds=30)
 _SERVER = timedelta(minutes=2)
@@ -55,7 +56,7 @@ class DeleteNamespaceInput:
 @dataclass
 class NamespaceOperationOutput:
     namespace: str
-    state: str
+    state: NamespaceState
 
 
 def create_workflow_id(namespace: str) -> str:
@@ -75,7 +76,7 @@ def _reason(err: ActivityError) -> str:
     return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
 
 
-async def _fail_operation(namespace: str, state: str, err: ActivityError) -> NoReturn:
+async def _fail_operation(namespace: str, state: NamespaceState, err: ActivityError) -> NoReturn:
     """Put the namespace back in ``state`` (one the customer can act on), then fail with the reason."""
     reason = _reason(err)
     await workflow.execute_activity_method(

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.usage import CollectHourInput, CollectHourOutput, PendingHoursInput, UsageActivities
-    from tcloud.metering import COLLECTORS, floor_hour, hour_id
+    from tcloud.domain.metering import COLLECTORS, floor_hour, hour_id
 
 # Set by the server on workflows a Schedule starts: the nominal time, also for backfills of past times.
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")

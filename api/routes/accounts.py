@@ -11,13 +11,13 @@ from temporalio.api.cloud.account.v1 import Account
 from temporalio.api.cloud.cloudservice.v1 import GetAccountResponse
 from temporalio.api.cloud.resource.v1 import ResourceState
 
+from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import require_customer, require_operator
 from api.bodies import parse
 from api.cloud_json import message_response, proto_schema
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS, TEMPORAL
 from api.openapi import documented
-from tcloud.plans import DEFAULT_PLAN, Plan
+from tcloud.domain.plans import DEFAULT_PLAN, Plan
 from tcloud.store import accounts as store
 from tcloud.store.accounts import AccountExists
 from workflows.accounts import AccountSetupInput, AccountSetupWorkflow, account_setup_workflow_id

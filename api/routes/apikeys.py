@@ -16,10 +16,10 @@ from temporalio.api.cloud.cloudservice.v1 import (
 from temporalio.api.cloud.identity.v1 import ApiKey, ApiKeySpec
 from temporalio.api.cloud.resource.v1 import ResourceState
 
+from api.appkeys import POOL
 from api.auth import require_customer
 from api.cloud_json import message_response, parse_message, proto_schema
 from api.errors import ApiError
-from api.keys import POOL
 from api.openapi import documented
 from tcloud.store import accounts as store
 from tcloud.store.accounts import ExpiryNotInFuture, KeyLimitReached, KeyNotFound, LastActiveKey

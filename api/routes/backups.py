@@ -8,12 +8,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import require_operator
 from api.bodies import parse
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS, TEMPORAL
 from api.openapi import documented
-from tcloud.backups import catalog
+from tcloud.adapters.backups import catalog
 from tcloud.store import backups as backups_store
 from workflows.backup import BackupInput, BackupWorkflow
 

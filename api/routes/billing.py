@@ -1,5 +1,5 @@
 """Routes: billing. Customers read their invoices and the month-to-date estimate (spend alerts:
-``api/routes/billing_alerts.py``); operators start and inspect billing runs and list invoices by status."""
+``api/routes/spend_alerts.py``); operators start and inspect billing runs and list invoices by status."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import require_customer, require_operator
 from api.billing_models import (
     InvoiceList,
@@ -22,10 +23,9 @@ from api.billing_models import (
 )
 from api.bodies import parse
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS, TEMPORAL
 from api.openapi import documented
-from tcloud.billing_period import parse_period, period_bounds, period_of
-from tcloud.invoicing import price_account_month
+from tcloud.domain.billing_period import parse_period, period_bounds, period_of
+from tcloud.services.invoicing import price_account_month
 from tcloud.store import invoices as store
 from workers.cap_billing import run_input
 from workflows.billing import BillingRunStatus, BillingRunWorkflow, billing_run_id

@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
+from api.appkeys import POOL, SETTINGS
 from api.auth import require_operator
-from api.keys import POOL, SETTINGS
 from api.openapi import documented
-from tcloud.invoicing import price_account_month
-from tcloud.pricing import BYTES_PER_GB, line_cents, price_book_for, tiered_actions_amount
+from tcloud.domain.pricing import BYTES_PER_GB, line_cents, price_book_for, tiered_actions_amount
+from tcloud.services.invoicing import price_account_month
 from tcloud.store import platform as platform_store
 
 routes = web.RouteTableDef()

@@ -8,7 +8,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from api import openapi
-from api.keys import POOL, TEMPORAL
+from api.appkeys import POOL, TEMPORAL
 from api.openapi import documented
 from tcloud.store import platform as platform_store
 

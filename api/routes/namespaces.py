@@ -24,14 +24,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import jwt, operations
+from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import Customer, require_customer
 from api.bodies import parse
 from api.cloud_json import message_response, parse_message, proto_schema
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS, TEMPORAL
 from api.namespace_json import checked_spec, namespace_message
 from api.openapi import documented
-from tcloud.namespace_names import namespace_id
+from tcloud.domain.namespace_names import namespace_id
 from tcloud.store import namespaces as store
 from tcloud.store.namespaces import NamespaceExists, NamespaceQuotaReached
 from tcloud.store.operations import OperationIdTaken, find_account_operation, set_operation_run_id

@@ -13,15 +13,15 @@ from temporalio.api.cloud.usage.v1 import Summary
 
 from activities import usage_sources
 from api import usage_summaries
+from api.appkeys import POOL, SETTINGS
 from api.auth import require_customer
 from api.cloud_json import proto_schema
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS
 from api.openapi import documented
 from api.usage_summaries import LedgerEntry
-from tcloud import metering
-from tcloud.clients import prometheus_client
-from tcloud.metering import floor_hour
+from tcloud.domain import metering
+from tcloud.domain.metering import floor_hour
+from tcloud.platform.clients import prometheus_client
 from tcloud.store import usage as usage_store
 
 routes = web.RouteTableDef()

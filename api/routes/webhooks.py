@@ -10,8 +10,8 @@ from aiohttp import web
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.appkeys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.openapi import documented
 from tcloud.store import invoices as store
 from workflows.billing_invoice import InvoiceWorkflow, PaymentNotice, invoice_workflow_id

@@ -13,8 +13,8 @@ from datetime import datetime
 
 import asyncpg
 
-from tcloud import apikeys
-from tcloud.namespace_names import account_id_from_name
+from tcloud.domain import apikeys
+from tcloud.domain.namespace_names import account_id_from_name
 from tcloud.store._connections import transaction
 
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from tcloud.pricing import PricedInvoice
+from tcloud.domain.pricing import PricedInvoice
 from tcloud.store._connections import connection
 
 # The first key of the per-invoice advisory lock held while an invoice is sent or collected.

@@ -15,7 +15,8 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
-from tcloud.plans import NAMESPACE_QUOTA
+from tcloud.domain.plans import NAMESPACE_QUOTA
+from tcloud.domain.states import NamespaceState
 from tcloud.store._connections import transaction
 from tcloud.store.operations import record_operation
 
@@ -155,19 +156,9 @@ async def begin_namespace_update(conn: asyncpg.Pool | asyncpg.Connection, *, nam
     Raises:
         OperationIdTaken: when ``operation_id`` is already used.
     """
-    async with transaction(conn) as tx:
-        row = await _lock_owned(tx, namespace, account_id)
-        if row is None:
-            return None
-        checked = check(row)
-        version = await tx.fetchval(
-            """UPDATE namespaces SET state = 'updating', resource_version = resource_version + 1,
-                      async_operation_id = $2, updated_at = now()
-                WHERE namespace = $1 RETURNING resource_version""", namespace, operation_id)
-        await record_operation(tx, operation_id=operation_id, account_id=account_id,
-                               operation_type="UpdateNamespace", resource=namespace,
-                               workflow_id=workflow_id(version))
-    return NamespaceChange(row, version, checked)
+    return await _begin_change(conn, namespace=namespace, account_id=account_id, operation_id=operation_id,
+                               operation_type="UpdateNamespace", state="updating", workflow_id=workflow_id,
+                               check=check)
 
 
 async def cancel_unstarted_namespace_update(conn: asyncpg.Pool | asyncpg.Connection, namespace: str) -> None:
@@ -191,17 +182,28 @@ async def begin_namespace_deletion(conn: asyncpg.Pool | asyncpg.Connection, *, n
     Raises:
         OperationIdTaken: when ``operation_id`` is already used.
     """
+    return await _begin_change(conn, namespace=namespace, account_id=account_id, operation_id=operation_id,
+                               operation_type="DeleteNamespace", state="deleting",
+                               workflow_id=lambda _version: workflow_id, check=check)
+
+
+async def _begin_change(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: str, account_id: str,
+                        operation_id: str, operation_type: str, state: NamespaceState,
+                        workflow_id: Callable[[int], str], check: Callable[[asyncpg.Record], T]
+                        ) -> NamespaceChange[T] | None:
+    """The transaction of an update or a deletion: lock, check, move to ``state`` at the next version, record."""
     async with transaction(conn) as tx:
         row = await _lock_owned(tx, namespace, account_id)
         if row is None:
             return None
         checked = check(row)
-        await tx.execute(
-            """UPDATE namespaces SET state = 'deleting', resource_version = resource_version + 1,
-                      async_operation_id = $2, updated_at = now() WHERE namespace = $1""", namespace, operation_id)
-        await record_operation(tx, operation_id=operation_id, account_id=account_id,
-                               operation_type="DeleteNamespace", resource=namespace, workflow_id=workflow_id)
-    return NamespaceChange(row, row["resource_version"] + 1, checked)
+        version = await tx.fetchval(
+            """UPDATE namespaces SET state = $3, resource_version = resource_version + 1,
+                      async_operation_id = $2, updated_at = now()
+                WHERE namespace = $1 RETURNING resource_version""", namespace, operation_id, state)
+        await record_operation(tx, operation_id=operation_id, account_id=account_id, operation_type=operation_type,
+                               resource=namespace, workflow_id=workflow_id(version))
+    return NamespaceChange(row, version, checked)
 
 
 async def cancel_unstarted_namespace_deletion(conn: asyncpg.Pool | asyncpg.Connection, namespace: str,
@@ -259,7 +261,7 @@ async def delete_namespace_and_close_ownership(conn: asyncpg.Pool | asyncpg.Conn
         )
 
 
-async def fail_namespace_operation(conn: asyncpg.Pool | asyncpg.Connection, namespace: str, state: str,
+async def fail_namespace_operation(conn: asyncpg.Pool | asyncpg.Connection, namespace: str, state: NamespaceState,
                                    reason: str) -> None:
     """Move a namespace whose operation failed to ``state`` ('failed' or 'active'), with the reason."""
     await conn.execute(

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from tcloud.metering import HOUR
+from tcloud.domain.metering import HOUR
 from tcloud.store._connections import connection
 
 

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         PendingInput,
         SpendAlertDeliveryActivities,
     )
-    from tcloud.billing_period import period_of
+    from tcloud.domain.billing_period import period_of
     from workflows.billing_invoice import ACCOUNT_KEY, PERIOD_KEY
 
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 import asyncpg
 
-from tcloud.billing_period import days_billed, days_in_period, first_day, period_bounds
-from tcloud.pricing import PricedInvoice, Usage, price_book_for, price_usage
+from tcloud.domain.billing_period import days_billed, days_in_period, first_day, period_bounds
+from tcloud.domain.pricing import PricedInvoice, Usage, price_book_for, price_usage
 from tcloud.store import invoices as store
 from tcloud.store.invoices import LedgerSum, LineSource
 

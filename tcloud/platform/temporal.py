@@ -41,8 +41,13 @@ async def connect(settings: Settings, *, namespace: str | None = None, runtime: 
 
 
 async def namespace_exists(client: Client, name: str) -> bool:
+    return await _found(client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=name)))
+
+
+async def _found(call: Awaitable[object]) -> bool:
+    """False when ``call`` answers NOT_FOUND, True when it answers at all."""
     try:
-        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=name))
+        await call
         return True
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
@@ -100,13 +105,7 @@ async def _retry_exhausted(call: Callable[[], Awaitable[T]], wait_seconds: float
 async def namespace_served(client: Client, name: str) -> bool:
     """Whether the frontend's namespace cache knows ``name`` (DescribeNamespace reads the database instead, so it
     answers before a freshly registered namespace can be used)."""
-    try:
-        await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=name))
-        return True
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
+    return await _found(client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=name)))
 
 
 async def ensure_search_attributes(client: Client, namespace: str,

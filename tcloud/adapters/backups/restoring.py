@@ -11,9 +11,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tcloud.backups import pgtools
-from tcloud.backups.catalog import DumpEntry
-from tcloud.backups.store import BackupStore, Digest
+from tcloud.adapters.backups import pgtools
+from tcloud.adapters.backups.catalog import DumpEntry
+from tcloud.adapters.backups.store import BackupStore, Digest
 
 
 class BackupCorruptedError(Exception):

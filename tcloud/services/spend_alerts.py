@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from tcloud.invoicing import price_account_month
+from tcloud.services.invoicing import price_account_month
 from tcloud.store import spend_alerts as store
 
 log = logging.getLogger("tcloud.billing.alerts")

@@ -1,4 +1,4 @@
-"""Pricing: the price book (data files in ``tcloud/pricebook/``) applied to one account-month of usage.
+"""Pricing: the price book (data files in ``tcloud/domain/pricebook/``) applied to one account-month of usage.
 
 Pure functions, ``Decimal`` only: no float ever touches money.
 
@@ -25,7 +25,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from tcloud.plans import PLANS, Plan
+from tcloud.domain.plans import PLANS, Plan
 
 MILLION = Decimal(1_000_000)
 BYTES_PER_GB = Decimal(10) ** 9
@@ -148,8 +148,8 @@ def parse_price_book(text: str) -> PriceBook:
 
 @lru_cache(maxsize=1)
 def price_books() -> tuple[PriceBook, ...]:
-    """Every version in ``tcloud/pricebook/``, oldest first."""
-    folder = resources.files("tcloud") / "pricebook"
+    """Every version in ``tcloud/domain/pricebook/``, oldest first."""
+    folder = resources.files("tcloud.domain") / "pricebook"
     books = [parse_price_book((folder / p.name).read_text(encoding="utf-8"))
              for p in folder.iterdir() if p.name.endswith(".toml")]
     return tuple(sorted(books, key=lambda b: b.effective_from))

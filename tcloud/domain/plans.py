@@ -1,4 +1,4 @@
-"""The plans an account can be on. Their prices and allocations live in the price book (tcloud.pricing)."""
+"""The plans an account can be on. Their prices and allocations live in the price book (tcloud.domain.pricing)."""
 
 from __future__ import annotations
 

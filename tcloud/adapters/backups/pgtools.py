@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from tcloud.backups.store import CHUNK_BYTES
+from tcloud.adapters.backups.store import CHUNK_BYTES
 from tcloud.store import admin
 
 STDERR_LIMIT = 64 * 1024

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiosmtplib
 
-from tcloud.billing_period import first_day
-from tcloud.pricing import dollars, price_book_for
+from tcloud.adapters.webhook_targets import PublicOnlyResolver, TargetRefused, check_address
+from tcloud.domain.billing_period import first_day
+from tcloud.domain.pricing import dollars, price_book_for
 from tcloud.settings import Settings
-from tcloud.webhook_targets import PublicOnlyResolver, TargetRefused, check_address
 
 EVENT_TYPE = "spend_alert.threshold_reached"
 USER_AGENT = "tcloud-spend-alerts/1"

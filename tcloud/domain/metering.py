@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from itertools import pairwise
 
+from tcloud.domain.states import Collector
+
 HOUR = timedelta(hours=1)
 GB = 10**9  # bytes: storage is priced per decimal gigabyte-hour
 
-COLLECTORS = ("actions", "storage")
+COLLECTORS: tuple[Collector, ...] = ("actions", "storage")
 
 # A series is identified by all its labels but the metric name.
 SeriesKey = frozenset[tuple[str, str]]

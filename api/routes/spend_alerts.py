@@ -7,14 +7,14 @@ import secrets
 
 from aiohttp import web
 
+from api.appkeys import POOL, SETTINGS
 from api.auth import require_customer
 from api.billing_models import AlertDeliveryOut, AlertNotificationOut, SpendAlerts, SpendAlertsOut
 from api.bodies import parse
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS
 from api.openapi import documented
+from tcloud.adapters.webhook_targets import check_webhook_url
 from tcloud.store import spend_alerts as store
-from tcloud.webhook_targets import check_webhook_url
 
 routes = web.RouteTableDef()
 TAGS = ("billing",)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tcloud.backups.filesystem import FilesystemStore
-from tcloud.backups.oci_store import OciObjectStore
-from tcloud.backups.store import BackupStore
+from tcloud.adapters.backups.filesystem import FilesystemStore
+from tcloud.adapters.backups.oci_store import OciObjectStore
+from tcloud.adapters.backups.store import BackupStore
 from tcloud.settings import Settings
 
 

@@ -18,7 +18,7 @@ from oci.object_storage.models import (
     CreateMultipartUploadDetails,
 )
 
-from tcloud.backups.store import CHUNK_BYTES, Digest, ObjectNotFoundError, StoredObject, check_key
+from tcloud.adapters.backups.store import CHUNK_BYTES, Digest, ObjectNotFoundError, StoredObject, check_key
 from tcloud.settings import Settings
 
 # The SDK's own default for streamed uploads (oci.object_storage.transfer.constants.STREAMING_DEFAULT_PART_SIZE).

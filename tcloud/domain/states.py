@@ -14,4 +14,3 @@ BillingRunPhase = Literal["starting", "waiting_for_period_end", "waiting_for_usa
 DeliveryChannel = Literal["webhook", "email"]
 DeliveryState = Literal["pending", "delivered", "failed"]
 Collector = Literal["actions", "storage"]
-COLLECTORS: tuple[Collector, ...] = ("actions", "storage")

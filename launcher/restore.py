@@ -22,12 +22,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.backup import PLATFORM_DATABASE, RestoreRequest, RestoreResult, target_label
-from tcloud.backups import catalog, pgtools, restoring
-from tcloud.backups.factory import open_store
-from tcloud.local.cli import Layout, read_env_file, stop_components, up
-from tcloud.local.procs import exit_without_finalizing
+from launcher.cli import Layout, read_env_file, stop_components, up
+from launcher.procs import exit_without_finalizing
+from tcloud.adapters.backups import catalog, pgtools, restoring
+from tcloud.adapters.backups.factory import open_store
+from tcloud.platform.temporal import connect
 from tcloud.settings import Settings
-from tcloud.temporal import connect
 from workflows.backup import RestoreStatus, RestoreWorkflow
 
 

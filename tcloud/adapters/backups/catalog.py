@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from tcloud.backups.store import BackupStore, ObjectNotFoundError
+from tcloud.adapters.backups.store import BackupStore, ObjectNotFoundError
 
 PREFIX = "backups/"
 MANIFEST = "manifest.json"

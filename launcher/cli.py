@@ -1,4 +1,4 @@
-"""``tcloud-local up | status | stop``: the local platform behind ``deploy.sh``.
+"""``python -m launcher.cli up | status | stop``: the local platform behind ``deploy.sh``.
 
 Every component runs as its own process with a log and a pid file under the state directory; data lives
 there too (Temporal's SQLite file, PostgreSQL's data directory, Prometheus' TSDB, the Stripe fake's store),
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tcloud.local import gobuild, procs, temporal_server
+from launcher import gobuild, procs, temporal_server
 from tcloud.settings import Settings
 
 PROMETHEUS_PORT = 9090
@@ -278,7 +278,7 @@ async def _public_door_status(settings: Settings) -> str:
 
 
 async def _temporal_status(settings: Settings) -> str:
-    from tcloud.temporal import connect, namespace_exists
+    from tcloud.platform.temporal import connect, namespace_exists
 
     client = await asyncio.wait_for(connect(settings), timeout=5)
     if not await namespace_exists(client, settings.control_namespace):

@@ -230,7 +230,7 @@ def prometheus_ready(port: int) -> bool:
 # --- Stripe fake -----------------------------------------------------------------------------------
 
 def localstripe_process(*, port: int, log: Path, store_file: Path | None) -> Process:
-    argv = [sys.executable, "-m", "tcloud.local.stripe_fake", "--port", str(port)]
+    argv = [sys.executable, "-m", "launcher.stripe_fake", "--port", str(port)]
     argv += ["--store-file", str(store_file)] if store_file else ["--no-persist"]
     return Process("localstripe", argv, log)
 

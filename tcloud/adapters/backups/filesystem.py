@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from tcloud.backups.store import CHUNK_BYTES, Digest, ObjectNotFoundError, StoredObject, check_key
+from tcloud.adapters.backups.store import CHUNK_BYTES, Digest, ObjectNotFoundError, StoredObject, check_key
 
 META_SUFFIX = ".meta.json"
 PARTIAL_SUFFIX = ".partial"
