@@ -278,22 +278,28 @@ async def test_a_tenant_runs_its_own_namespace_with_its_token(
     figures.add("isolation cells refused as expected", 11)
 
 
-async def test_a_probe_learns_at_most_whether_a_guessed_name_exists(
+async def test_a_probe_cannot_tell_an_absent_namespace_from_another_tenants(
         tenants: Tenants, temporal_server: harness.TemporalServer, figures: Figures) -> None:
-    """The server validates the namespace before it authorizes the call: the one thing a probe can tell."""
+    """Every call class answers a guessed name that does not exist exactly as it answers another tenant's real
+    namespace, and neither answer names the other tenant: nothing confirms that a name exists."""
     client = await _public(temporal_server, tenants.a.namespace, tenants.a.token)
     absent = unique("nosuch") + "." + tenants.b.account.id
 
-    async def describe(namespace: str) -> RPCError:
-        with pytest.raises(RPCError) as err:
-            await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
-        return err.value
+    async def answer(call: Callable[[], Awaitable[object]]) -> tuple[str, str]:
+        try:
+            await call()
+            return "OK", ""
+        except RPCError as err:
+            return err.status.name, err.message
 
-    on_absent, on_other = await describe(absent), await describe(tenants.b.namespace)
-    assert on_other.status in REFUSED
-    assert tenants.b.account.id not in on_other.message and tenants.b.namespace not in on_other.message
-    figures.set("namespace probe: absent vs another tenant's",
-                f"{on_absent.status.name} vs {on_other.status.name}")
+    on_absent = {what: await answer(call) for what, call in
+                 _calls(client, absent, tenants.b_workflow_id, tenants.b_schedule_id).items()}
+    on_other = {what: await answer(call) for what, call in
+                _calls(client, tenants.b.namespace, tenants.b_workflow_id, tenants.b_schedule_id).items()}
+    differ = {what: (on_absent[what], on_other[what]) for what in on_absent if on_absent[what] != on_other[what]}
+    figures.set("existence probes: call classes that tell absent from another tenant's", len(differ))
+    assert not differ, differ
+    assert all(tenants.b.account.id not in message for _, message in on_other.values())
 
 
 async def test_only_the_control_plane_changes_or_lists_namespaces(
