@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.billing_stripe import InvoiceLocked, StripeSync
-from tcloud.domain.billing_period import hours_in_period, period_bounds
+from tcloud.domain.billing_period import owed_hours, period_bounds
 from tcloud.domain.metering import COLLECTORS
 from tcloud.domain.states import InvoiceStatus
 from tcloud.services import invoicing, spend_alerts
@@ -116,11 +116,19 @@ class BillingActivities:
 
     @activity.defn(name="billing.check_period_complete")
     async def check_period_complete(self, params: PeriodInput) -> Completeness:
-        """How many collector-hours of the period are not collected yet (0: the ledger is complete)."""
-        start, end = period_bounds(params.period)
-        done = await store.count_collected_hours(self._pool, params.collectors, start, end)
-        expected = hours_in_period(params.period) * len(params.collectors)
-        return Completeness(params.period, expected, expected - done)
+        """How many collector-hours of the period are not collected yet (0: the ledger is complete).
+
+        Hours before a collector's first collected hour are not owed: a platform installed mid-month bills that
+        month from when it began metering.
+        """
+        began = await store.metering_began(self._pool, params.collectors)
+        expected = missing = 0
+        for collector in params.collectors:
+            start, end = owed_hours(params.period, began.get(collector))
+            owed = int((end - start).total_seconds()) // 3600
+            done = await store.count_collected_hours(self._pool, [collector], start, end)
+            expected, missing = expected + owed, missing + owed - done
+        return Completeness(params.period, expected, missing)
 
     @activity.defn(name="billing.list_accounts")
     async def list_accounts(self, params: AccountPageInput) -> AccountPage:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -25,6 +25,8 @@ from api.bodies import parse
 from api.errors import ApiError
 from api.openapi import documented
 from tcloud.domain.billing_period import parse_period, period_bounds, period_of
+from tcloud.domain.metering import COLLECTORS
+from tcloud.domain.pricing import price_books
 from tcloud.services.invoicing import price_account_month
 from tcloud.store import invoices as store
 from workers.cap_billing import run_input
@@ -91,22 +93,31 @@ async def upcoming(request: web.Request) -> web.Response:
     return web.json_response(upcoming_out(month).model_dump(mode="json"))
 
 
+# How long the run's own live view (a query, answered by the worker) may take before the answer goes without it.
+LIVE_VIEW_SECONDS = 0.8
+
+
+def _run_handle(request: web.Request, period: str) -> WorkflowHandle[BillingRunWorkflow, BillingRunStatus]:
+    return request.app[TEMPORAL].get_workflow_handle(billing_run_id(period), result_type=BillingRunStatus)
+
+
 async def _run_out(request: web.Request, period: str) -> RunOut:
     counts = await store.invoice_counts_by_status(request.app[POOL], period)
-    handle: WorkflowHandle[BillingRunWorkflow, BillingRunStatus] = request.app[TEMPORAL].get_workflow_handle(
-        billing_run_id(period), result_type=BillingRunStatus)
+    handle = _run_handle(request, period)
     try:
         desc = await handle.describe()
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        if not counts:
-            raise ApiError(404, f"no billing run for {period}") from err
-        return RunOut(period=period, workflow_id=billing_run_id(period), status="unknown", invoices_by_status=counts)
+        raise ApiError(404, f"no billing run for {period}") from err
     out = RunOut(period=period, workflow_id=handle.id, status=desc.status.name.lower() if desc.status else "unknown",
                  invoices_by_status=counts)
     if desc.status == WorkflowExecutionStatus.RUNNING:
-        state = await handle.query(BillingRunWorkflow.status)
+        try:  # answered by the worker: without one, the answer comes without the live view instead of hanging
+            state = await handle.query(BillingRunWorkflow.status,
+                                       rpc_timeout=timedelta(seconds=LIVE_VIEW_SECONDS))
+        except (RPCError, WorkflowQueryFailedError):
+            return out
         out.phase, out.missing_hours, out.in_flight, out.counts = (state.phase, state.missing_hours,
                                                                   state.in_flight, state.counts)
     elif desc.status == WorkflowExecutionStatus.COMPLETED:
@@ -128,6 +139,7 @@ async def start_run(request: web.Request) -> web.Response:
         raise ApiError(400, f"period {body.period} is out of range") from err
     if ends > datetime.now(UTC):
         raise ApiError(400, f"period {body.period} has not ended yet")
+    await _refuse_unmetered(request, body.period)
     settings = request.app[SETTINGS]
     await request.app[TEMPORAL].start_workflow(
         BillingRunWorkflow.run, run_input(settings, body.period), id=billing_run_id(body.period),
@@ -136,17 +148,55 @@ async def start_run(request: web.Request) -> web.Response:
     return web.json_response((await _run_out(request, body.period)).model_dump(mode="json"), status=202)
 
 
-@routes.get("/admin/billing/runs/{period}")
-@documented("A billing run: its workflow status and phase, and the period's invoices by status", auth="operator",
-            response=RunOut, tags=TAGS)
-async def get_run(request: web.Request) -> web.Response:
+async def _refuse_unmetered(request: web.Request, period: str) -> None:
+    """400 for a month the platform never metered (it ended before metering began) or no price book covers."""
+    began = await store.metering_began(request.app[POOL], list(COLLECTORS))
+    if len(began) < len(COLLECTORS):
+        raise ApiError(400, "usage has not been collected yet: there is nothing to bill")
+    start, end = period_bounds(period)
+    first = min(began.values())
+    if end <= first:
+        raise ApiError(400, f"period {period} ended before metering began ({first.isoformat()}): "
+                            f"the first billable period is {period_of(first)}")
+    if start.date() < price_books()[0].effective_from.replace(day=1):
+        raise ApiError(400, f"period {period} is before the first price book ({price_books()[0].version})")
+
+
+@routes.post("/admin/billing/runs/{period}/cancel")
+@documented("Cancel a running billing run: invoices already started finish (each account is invoiced fully once "
+            "or not at all); accounts not reached are left for a rerun", auth="operator", response=RunOut,
+            status=202, tags=TAGS)
+async def cancel_run(request: web.Request) -> web.Response:
     require_operator(request)
+    period = _path_period(request)
+    handle = _run_handle(request, period)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise ApiError(404, f"no billing run for {period}") from err
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        raise ApiError(409, f"the billing run for {period} is {desc.status.name.lower() if desc.status else 'over'}")
+    await handle.cancel()
+    return web.json_response((await _run_out(request, period)).model_dump(mode="json"), status=202)
+
+
+def _path_period(request: web.Request) -> str:
     period = request.match_info["period"]
     try:
         parse_period(period)
     except ValueError as err:
         raise ApiError(400, str(err)) from err
-    return web.json_response((await _run_out(request, period)).model_dump(mode="json"))
+    return period
+
+
+@routes.get("/admin/billing/runs/{period}")
+@documented("A billing run: its workflow status and phase, and the period's invoices by status", auth="operator",
+            response=RunOut, tags=TAGS)
+async def get_run(request: web.Request) -> web.Response:
+    require_operator(request)
+    return web.json_response((await _run_out(request, _path_period(request))).model_dump(mode="json"))
 
 
 @routes.get("/admin/billing/invoices")

@@ -38,6 +38,19 @@ def hours_in_period(period: str) -> int:
     return days_in_period(period) * 24
 
 
+def owed_hours(period: str, metering_began: datetime | None) -> tuple[datetime, datetime]:
+    """The part of ``period`` a collector owes hours for: from the later of the period's start and the first hour
+    it ever collected (hours before the platform was metering were never collected and never will be) to the
+    period's end. Empty (start == end) when metering began after the period; the whole period when it has not
+    begun yet (nothing collected: wait for it).
+    """
+    start, end = period_bounds(period)
+    if metering_began is None:
+        return start, end
+    began = min(max(start, metering_began), end)
+    return began, end
+
+
 def period_of(moment: datetime) -> str:
     """The period containing ``moment``."""
     moment = moment.astimezone(UTC)

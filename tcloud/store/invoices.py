@@ -65,6 +65,15 @@ async def count_collected_hours(conn: asyncpg.Pool | asyncpg.Connection, collect
         list(collectors), start, end))
 
 
+async def metering_began(conn: asyncpg.Pool | asyncpg.Connection, collectors: Sequence[str]
+                         ) -> dict[str, datetime]:
+    """The first hour each of ``collectors`` ever collected (a collector that never collected is absent)."""
+    rows = await conn.fetch(
+        """SELECT collector, min(hour) AS first FROM usage_collected_hours
+            WHERE collector = ANY($1::text[]) GROUP BY collector""", list(collectors))
+    return {r["collector"]: r["first"] for r in rows}
+
+
 async def ledger_sums(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, hour_from: datetime,
                       hour_to: datetime) -> list[LedgerSum]:
     """The account's billable ledger rows in ``[hour_from, hour_to)``, summed by metric and namespace, in that order."""

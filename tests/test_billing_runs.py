@@ -1,0 +1,111 @@
+"""Billing runs that cannot get stuck: months the platform never metered are refused, a run can be cancelled
+without leaving a half-made invoice, and a run's status answers quickly without a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import stripe
+from aiohttp.test_utils import TestClient
+from temporalio.client import Client
+
+from tcloud.settings import Settings
+from tests.billing_helpers import (
+    add_usage,
+    complete_hours,
+    make_account,
+    stripe_invoices_for,
+    succeeded_charges,
+    wait_until,
+)
+from tests.figures import Figures
+from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
+
+FIRST = "2025-04"  # metering began with this month in this module's database
+CANCELLED = "2025-05"
+NO_WORKER = "2025-06"
+
+
+async def test_months_never_metered_are_refused(api: TestClient, operator_headers: dict[str, str],
+                                                pool: asyncpg.Pool) -> None:
+    nothing = await api.post("/admin/billing/runs", headers=operator_headers, json={"period": "2025-03"})
+    assert nothing.status == 400 and "not been collected" in (await nothing.json())["message"]
+    await complete_hours(pool, FIRST)
+    before = await api.post("/admin/billing/runs", headers=operator_headers, json={"period": "2025-03"})
+    body = await before.json()
+    assert before.status == 400 and "before metering began" in body["message"] and FIRST in body["message"]
+    too_early = await api.post("/admin/billing/runs", headers=operator_headers, json={"period": "2019-01"})
+    assert too_early.status == 400
+    assert (await api.get("/admin/billing/runs/2025-03", headers=operator_headers)).status == 404
+    assert (await api.post("/admin/billing/runs/2025-03/cancel", headers=operator_headers)).status == 404
+
+
+async def test_a_cancelled_run_invoices_each_account_fully_once_or_not_at_all(
+        api: TestClient, operator_headers: dict[str, str], pool: asyncpg.Pool, stripe_api: stripe.StripeClient,
+        worker: None, settings: Settings, temporal_client: Client) -> None:
+    await complete_hours(pool, FIRST)
+    accounts = [await make_account(pool, stripe_api, plan="payg") for _ in range(8)]
+    for account in accounts:
+        await add_usage(pool, account.id, CANCELLED, actions=1_000_000)
+    await complete_hours(pool, CANCELLED)
+    await temporal_client.start_workflow(
+        BillingRunWorkflow.run, BillingRunInput(period=CANCELLED, grace_hours=0, max_concurrent=1),
+        id=billing_run_id(CANCELLED), task_queue=settings.task_queue)
+
+    async def some_invoiced() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) FROM invoices WHERE period = $1", CANCELLED))
+
+    await wait_until(some_invoiced, seconds=60, what="the first invoice")
+    cancelled = await api.post(f"/admin/billing/runs/{CANCELLED}/cancel", headers=operator_headers)
+    assert cancelled.status == 202, await cancelled.text()
+
+    async def run_cancelled() -> bool:
+        body = await (await api.get(f"/admin/billing/runs/{CANCELLED}", headers=operator_headers)).json()
+        return bool(body["status"] == "canceled")
+
+    await wait_until(run_cancelled, seconds=60, what="the run to end cancelled")
+    again = await api.post(f"/admin/billing/runs/{CANCELLED}/cancel", headers=operator_headers)
+    assert again.status == 409
+
+    async def settled() -> bool:  # invoices already started finish; none stays half-made
+        return not await pool.fetchval(
+            "SELECT count(*) FROM invoices WHERE period = $1 AND status IN ('draft', 'open')", CANCELLED)
+
+    await wait_until(settled, seconds=60, what="started invoices to finish")
+    await asyncio.sleep(2)
+    invoiced = 0
+    for account in accounts:
+        ours = await pool.fetch("SELECT id, status, total_cents FROM invoices WHERE account_id = $1 AND period = $2",
+                                account.id, CANCELLED)
+        stripe_side = await stripe_invoices_for(stripe_api, account.customer, f"inv-{account.id}-{CANCELLED}")
+        charges = await succeeded_charges(stripe_api, account.customer)
+        if ours:
+            [row] = ours
+            assert row["status"] == "paid"
+            assert [i["total"] for i in stripe_side] == [row["total_cents"]] and len(charges) == 1
+            invoiced += 1
+        else:
+            assert stripe_side == [] and charges == []
+    assert 1 <= invoiced < len(accounts), f"{invoiced} of {len(accounts)} invoiced: the cancel landed too late"
+
+
+async def test_run_status_answers_quickly_without_a_worker(
+        api: TestClient, operator_headers: dict[str, str], pool: asyncpg.Pool, temporal_client: Client,
+        figures: Figures) -> None:
+    await complete_hours(pool, FIRST)
+    handle = await temporal_client.start_workflow(
+        BillingRunWorkflow.run, BillingRunInput(period=NO_WORKER), id=billing_run_id(NO_WORKER),
+        task_queue="nobody-polls-this-queue")
+    try:
+        started = time.monotonic()
+        resp = await api.get(f"/admin/billing/runs/{NO_WORKER}", headers=operator_headers)
+        elapsed = time.monotonic() - started
+        body = await resp.json()
+        assert resp.status == 200 and body["status"] == "running" and body["phase"] is None
+        # Before, the answer waited on the query for ~30 s and then failed with a 409.
+        assert elapsed < 5, f"{elapsed:.2f}s"
+        figures.set("run status without a worker (s)", round(elapsed, 2))
+    finally:
+        await handle.terminate("test over")
