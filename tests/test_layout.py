@@ -45,3 +45,28 @@ def test_the_check_sees_sql() -> None:
         assert [line for line, _ in sql_strings(probe)] == [1, 3]
     finally:
         probe.unlink()
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level package names ``path`` imports (``from x.y import z`` and ``import x``), at any indentation."""
+    found = set()
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*(?:from|import)\s+([\w.]+)", line)
+        if match and not line.lstrip().startswith("from __future__"):
+            found.add(match.group(1))
+    return found
+
+
+def test_the_shared_package_imports_no_outer_layer() -> None:
+    outer = ("api", "activities", "workflows", "workers", "launcher")
+    wrong = [f"{p.relative_to(REPO)} imports {name}" for p in (REPO / "tcloud").rglob("*.py")
+             for name in _imports(p) if name.split(".")[0] in outer]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_domain_does_no_io() -> None:
+    io = ("asyncpg", "aiohttp", "stripe", "temporalio", "oci", "prometheus_api_client", "aiosmtplib", "socket",
+          "subprocess", "tcloud.store", "tcloud.platform", "tcloud.adapters", "tcloud.services")
+    wrong = [f"{p.relative_to(REPO)} imports {name}" for p in (REPO / "tcloud" / "domain").rglob("*.py")
+             for name in _imports(p) if any(name == m or name.startswith(m + ".") for m in io)]
+    assert not wrong, "\n".join(wrong)
