@@ -18,6 +18,7 @@ from api.routes import (
     console,
     health,
     namespaces,
+    payment_methods,
     portal,
     spend_alerts,
     usage,
@@ -39,8 +40,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
     pipeline_metrics.install(app, interval_seconds=settings.pipeline_metrics_interval_seconds)
-    for module in (health, accounts, apikeys, namespaces, usage, billing, spend_alerts, webhooks, backups, console,
-                   portal):
+    for module in (health, accounts, apikeys, namespaces, usage, billing, spend_alerts, payment_methods, webhooks,
+                   backups, console, portal):
         app.add_routes(module.routes)
     return app
 

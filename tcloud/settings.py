@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     stripe_api_base: str = "http://127.0.0.1:8420"
     stripe_api_key: SecretStr = SecretStr("sk_test_localstripe")
     stripe_webhook_secret: SecretStr = SecretStr("whsec_localstripe")
+    # What the portal's card form uses: the publishable key, and where Stripe.js is loaded from (None: localstripe's
+    # stand-in at <stripe_api_base>/js.stripe.com/v3/ when the base is local, else https://js.stripe.com/v3/).
+    stripe_publishable_key: str = "pk_test_localstripe"
+    stripe_js_url: str | None = None
 
     # Backups.
     backup_store: Literal["filesystem", "oci"] = "filesystem"
@@ -112,6 +117,16 @@ class Settings(BaseSettings):
     # Worker.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9464
+
+    @property
+    def stripe_js(self) -> str:
+        """Where the portal loads Stripe.js from (localstripe's stand-in when the Stripe base is local)."""
+        if self.stripe_js_url:
+            return self.stripe_js_url
+        host = urlsplit(self.stripe_api_base).hostname or ""
+        if host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost"):
+            return self.stripe_api_base.rstrip("/") + "/js.stripe.com/v3/"
+        return "https://js.stripe.com/v3/"
 
     @property
     def backup_path(self) -> Path:

@@ -16,6 +16,7 @@ import asyncpg
 import jwt
 import pytest
 import pytest_asyncio
+import stripe
 from aiohttp.test_utils import TestClient, TestServer
 from temporalio.runtime import Runtime
 
@@ -60,9 +61,18 @@ async def matrix_api(settings: Settings, matrix_temporal: harness.TemporalServer
         await client.close()
 
 
-async def make_tenant(api: TestClient, operator_headers: dict[str, str], pool: asyncpg.Pool, prefix: str) -> Tenant:
+async def make_tenant(api: TestClient, operator_headers: dict[str, str], pool: asyncpg.Pool,
+                      stripe_api: stripe.StripeClient, prefix: str) -> Tenant:
     account = await create_account(api, operator_headers, prefix=prefix, plan="payg")
     await wait_stripe_customer(pool, account.id, within=120)
+    # A card on file, added as the portal does (GET /cloud/billing/payment-method answers 404 without one).
+    resp = await api.post("/cloud/billing/payment-method/setup", headers=account.headers)
+    assert resp.status == 200, await resp.text()
+    seti = (await resp.json())["clientSecret"].split("_secret_")[0]
+    await stripe_api.v1.setup_intents.confirm_async(seti, {"payment_method_data": {  # type: ignore[typeddict-item]
+        "type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"}}})
+    resp = await api.post("/cloud/billing/payment-method", headers=account.headers, json={"setupIntentId": seti})
+    assert resp.status == 200, await resp.text()
     await pool.execute("UPDATE accounts SET created_at = '2024-01-01' WHERE id = $1", account.id)
     ns, op = await create_namespace(api, account, unique("mx-"))
     doomed_ns, _ = await create_namespace(api, account, unique("mxd-"))
@@ -77,11 +87,11 @@ async def make_tenant(api: TestClient, operator_headers: dict[str, str], pool: a
 
 
 @pytest_asyncio.fixture(scope="module")
-async def tenants(matrix_api: TestClient, operator_headers: dict[str, str],
-                  pool: asyncpg.Pool) -> tuple[Tenant, Tenant]:
+async def tenants(matrix_api: TestClient, operator_headers: dict[str, str], pool: asyncpg.Pool,
+                  stripe_api: stripe.StripeClient) -> tuple[Tenant, Tenant]:
     """Alice and Bob, each with namespaces, keys, an operation and an invoice from a real billing run."""
-    alice = await make_tenant(matrix_api, operator_headers, pool, "alice")
-    bob = await make_tenant(matrix_api, operator_headers, pool, "bob")
+    alice = await make_tenant(matrix_api, operator_headers, pool, stripe_api, "alice")
+    bob = await make_tenant(matrix_api, operator_headers, pool, stripe_api, "bob")
     await complete_hours(pool, PERIOD)
     resp = await matrix_api.post("/admin/billing/runs", headers=operator_headers, json={"period": PERIOD})
     assert resp.status == 202, await resp.text()

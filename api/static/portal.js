@@ -332,6 +332,87 @@ async function alertsView() {
   await refresh();
 }
 
+// ---- payment method --------------------------------------------------------------------------------
+// The card is collected and confirmed by Stripe.js (a SetupIntent): its number goes from this page to Stripe only.
+// The platform gets the SetupIntent's id back and keeps brand, last 4 digits and expiry.
+const stripeScripts = {};
+function loadStripeJs(url) {
+  stripeScripts[url] ||= new Promise((resolve, reject) => {
+    if (window.Stripe) return resolve(window.Stripe);
+    const script = document.createElement("script");
+    script.src = url;
+    script.onload = () => window.Stripe ? resolve(window.Stripe) : reject(new Error("Stripe.js did not load."));
+    script.onerror = () => { delete stripeScripts[url]; reject(new Error("Stripe.js could not be loaded.")); };
+    document.head.append(script);
+  });
+  return stripeScripts[url];
+}
+
+function cardText(pm) {
+  return `${pm.brand} •••• ${pm.last4}, expires ${String(pm.expMonth).padStart(2, "0")}/${pm.expYear}`;
+}
+
+async function paymentView() {
+  const onFile = h("div", { "aria-live": "polite" });
+  const status = h("div", { "aria-live": "polite", "data-testid": "card-status" });
+  const cardBox = h("div", { id: "card-element", class: "card-element", "data-testid": "card-element" });
+  const button = h("button", { type: "submit", disabled: true }, "Save card");
+  let stripe = null, card = null, clientSecret = null;
+  const form = h("form", { "data-testid": "add-card", onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!stripe || !card) return;
+    button.disabled = true;
+    status.replaceChildren("Saving the card…");
+    try {
+      const result = await stripe.confirmCardSetup(clientSecret, { payment_method: { card } });
+      if (result.error) throw new Error(result.error.message || "The card was not accepted.");
+      const saved = await api("POST", "/cloud/billing/payment-method", { setupIntentId: result.setupIntent.id });
+      status.replaceChildren(h("p", {}, "Card saved.",
+        saved.retryingInvoices && saved.retryingInvoices.length
+          ? ` Paying the overdue invoice(s) of ${saved.retryingInvoices.join(", ")} with it.` : ""));
+      if (typeof card.clear === "function") card.clear();
+      await refresh();
+      await prepare();  // a SetupIntent is used once: ready another for a later change
+    } catch (err) {
+      status.replaceChildren(failure(err));
+      await prepare().catch(() => {});
+    } finally {
+      button.disabled = false;
+    }
+  } }, h("label", { for: "card-element" }, "Card"), cardBox, h("p", {}, button));
+
+  async function refresh() {
+    await view(onFile, "card on file", async () => {
+      try {
+        const pm = await api("GET", "/cloud/billing/payment-method");
+        return h("p", {}, "Invoices are charged to ", h("strong", { "data-testid": "card-on-file" }, cardText(pm)), ".");
+      } catch (err) {
+        if (err.status === 404) return empty("No card on file: add one below so invoices can be paid.");
+        throw err;
+      }
+    });
+  }
+
+  async function prepare() {
+    const setup = await api("POST", "/cloud/billing/payment-method/setup");
+    clientSecret = setup.clientSecret;
+    if (!stripe) {
+      const Stripe = await loadStripeJs(setup.stripeJsUrl);
+      stripe = Stripe(setup.publishableKey);
+      card = stripe.elements().create("card");
+      card.mount(cardBox);
+    }
+    button.disabled = false;
+  }
+
+  main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Payment method"), onFile,
+    h("h3", {}, "Add or replace the card"),
+    h("p", { class: "muted" }, "The card number goes to Stripe directly; we keep only its brand, last 4 digits and expiry."),
+    form, status));
+  await refresh();
+  try { await prepare(); } catch (err) { status.replaceChildren(failure(err)); }
+}
+
 // ---- routing ---------------------------------------------------------------------------------------
 async function route() {
   if (!token("customer")) return signIn();
@@ -355,7 +436,7 @@ async function route() {
   }
   charts.splice(0).forEach((c) => c.destroy());
   const views = { namespaces: namespacesView, usage: usageView, invoices: () => invoicesView(id),
-                  keys: keysView, alerts: alertsView };
+                  keys: keysView, alerts: alertsView, payment: paymentView };
   await (views[section] || namespacesView)();
 }
 
