@@ -6,7 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.client import (
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -97,19 +102,22 @@ async def upcoming(request: web.Request) -> web.Response:
 LIVE_VIEW_SECONDS = 0.8
 
 
-def _run_handle(request: web.Request, period: str) -> WorkflowHandle[BillingRunWorkflow, BillingRunStatus]:
-    return request.app[TEMPORAL].get_workflow_handle(billing_run_id(period), result_type=BillingRunStatus)
-
-
-async def _run_out(request: web.Request, period: str) -> RunOut:
-    counts = await store.invoice_counts_by_status(request.app[POOL], period)
-    handle = _run_handle(request, period)
+async def _described_run(request: web.Request, period: str
+                         ) -> tuple[WorkflowHandle[BillingRunWorkflow, BillingRunStatus], WorkflowExecutionDescription]:
+    """The period's run and its description from the server (404 when the period has no run)."""
+    handle: WorkflowHandle[BillingRunWorkflow, BillingRunStatus] = request.app[TEMPORAL].get_workflow_handle(
+        billing_run_id(period), result_type=BillingRunStatus)
     try:
-        desc = await handle.describe()
+        return handle, await handle.describe()
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
         raise ApiError(404, f"no billing run for {period}") from err
+
+
+async def _run_out(request: web.Request, period: str) -> RunOut:
+    counts = await store.invoice_counts_by_status(request.app[POOL], period)
+    handle, desc = await _described_run(request, period)
     out = RunOut(period=period, workflow_id=handle.id, status=desc.status.name.lower() if desc.status else "unknown",
                  invoices_by_status=counts)
     if desc.status == WorkflowExecutionStatus.RUNNING:
@@ -169,13 +177,7 @@ async def _refuse_unmetered(request: web.Request, period: str) -> None:
 async def cancel_run(request: web.Request) -> web.Response:
     require_operator(request)
     period = _path_period(request)
-    handle = _run_handle(request, period)
-    try:
-        desc = await handle.describe()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        raise ApiError(404, f"no billing run for {period}") from err
+    handle, desc = await _described_run(request, period)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise ApiError(409, f"the billing run for {period} is {desc.status.name.lower() if desc.status else 'over'}")
     await handle.cancel()
