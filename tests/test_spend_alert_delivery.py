@@ -254,6 +254,8 @@ async def test_the_portal_sets_where_alerts_go_and_shows_each_delivery(
         await page.fill("#api-key", headers["Authorization"].removeprefix("Bearer "))
         await page.click("form[data-testid=signin] button[type=submit]")
         await page.click("nav a[href='#/alerts']")
+        # The view has loaded its configuration (a slow machine may still be rendering the sign-in's first view).
+        await expect(page.locator("main")).to_contain_text("No alert has been reached yet.", timeout=15000)
         await page.fill("#alert-amount", "250")
         await page.click("form[data-testid=create-alert] button[type=submit]")
         await expect(page.locator("[data-testid=alerts]")).to_contain_text("$250.00", timeout=15000)

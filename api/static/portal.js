@@ -414,15 +414,21 @@ async function paymentView() {
 }
 
 // ---- routing ---------------------------------------------------------------------------------------
+// Each navigation renders once: a route() still waiting for the account when a newer one starts (a click right after
+// signing in) stops there instead of rendering the same view a second time over the first.
+let routeSeq = 0;
 async function route() {
+  const mine = ++routeSeq;
   if (!token("customer")) return signIn();
   let account;
   try {
     account = await api("GET", "/cloud/account");
   } catch (err) {
+    if (mine !== routeSeq) return;
     setToken("customer", null);
     return signIn(err.status === 401 ? "Your API key is no longer valid." : err.message);
   }
+  if (mine !== routeSeq) return;
   const nav = document.getElementById("nav");
   nav.hidden = false;
   const acct = account.account || account;
