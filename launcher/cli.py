@@ -1,7 +1,7 @@
 """``python -m launcher.cli up | status | stop``: the local platform behind ``deploy.sh``.
 
 Every component runs as its own process with a log and a pid file under the state directory; data lives
-there too (Temporal's SQLite file, PostgreSQL's data directory, Prometheus' TSDB, the Stripe fake's store),
+there too (PostgreSQL's data directory with Temporal's databases, Prometheus' TSDB, the Stripe fake's store),
 so stop and start keep every workflow, namespace and row.
 """
 
@@ -136,13 +136,11 @@ def _start_temporal(layout: Layout, settings: Settings, server_dsn: str) -> str:
         internal_frontend=int(settings.temporal_address.rsplit(":", 1)[1]),
         frontend_http=settings.local_temporal_http_port, metrics=settings.local_temporal_metrics_port,
         others_from=settings.local_temporal_ports_from)
-    root = layout.state / "temporal"
-    config = temporal_server.server_config(
-        ports=ports, postgres=temporal_server.PostgresTarget.from_dsn(server_dsn),
+    process = temporal_server.configured_process(
+        layout.state / "temporal", ports=ports, server_dsn=server_dsn,
         jwks_uris=[f"http://127.0.0.1:{settings.api_port}/.well-known/jwks.json"],
-        jwks_refresh=settings.local_temporal_jwks_refresh, dynamic_config_file=root / "dynamicconfig.yaml",
-        history_shards=settings.local_temporal_history_shards)
-    process = temporal_server.server_process(temporal_server.write_config(root, config), log=layout.log("temporal"))
+        jwks_refresh=settings.local_temporal_jwks_refresh, history_shards=settings.local_temporal_history_shards,
+        log=layout.log("temporal"))
     return _start(layout, process, lambda: temporal_server.server_ready(ports), 60)
 
 
@@ -188,7 +186,7 @@ def up(layout: Layout) -> None:
         asyncio.run(_ensure_database(server_dsn, "tcloud"))
         generated["TCLOUD_POSTGRES_DSN"] = procs.database_dsn(server_dsn, "tcloud")
         print(f"postgres: embedded, data in {layout.pgdata}")
-    if os.environ.get("TCLOUD_LOCAL_TEMPORAL_ENGINE", generated.get("TCLOUD_LOCAL_TEMPORAL_ENGINE")) != "dev":
+    if Settings().local_temporal_engine == "server":
         # The daily backup covers Temporal's own databases too; `deploy.sh restore --temporal` restores them.
         generated.setdefault("TCLOUD_BACKUP_EXTRA_DSNS", json.dumps(
             {db: procs.database_dsn(server_dsn, db) for db in temporal_server.DATABASES}))

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from temporalio.api.enums.v1 import IndexedValueType
+
+from tcloud.platform.temporal import SEARCH_ATTRIBUTES
+
 T = TypeVar("T")
 
 BIN_DIR = Path(sys.executable).parent
@@ -185,11 +189,10 @@ def temporal_process(*, db_file: Path, ports: TemporalPorts, log: Path, namespac
         "--http-port", str(ports.http),
         "--metrics-port", str(ports.metrics),
         "--log-level", "warn",
-        # Our search attributes for the billing workflows.
-        "--search-attribute", "TcloudAccount=Keyword",
-        "--search-attribute", "TcloudPeriod=Keyword",
-        "--search-attribute", "TcloudStatus=Keyword",
     ]
+    for name, kind in SEARCH_ATTRIBUTES.items():  # the billing workflows' own, as the dev server spells their types
+        type_name = IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").title()
+        argv += ["--search-attribute", f"{name}={type_name}"]
     argv += ["--headless"] if headless else ["--ui-port", str(ports.ui)]
     for ns in namespaces:
         argv += ["--namespace", ns]

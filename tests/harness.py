@@ -89,18 +89,13 @@ class TemporalServer:
             temporal_server.prepare_databases(self.server_dsn, databases=self.databases,
                                               log=self.root / "temporal-schema.log")
             self.prepared = True
-        config = temporal_server.server_config(
-            ports=self.ports, postgres=temporal_server.PostgresTarget.from_dsn(self.server_dsn),
-            jwks_uris=[self.jwks_uri], jwks_refresh="1m", dynamic_config_file=self.root / "dynamicconfig.yaml",
-            history_shards=4, databases=self.databases)
-        proc = temporal_server.server_process(temporal_server.write_config(self.root, config),
-                                              log=self.root / "temporal.log")
+        proc = temporal_server.configured_process(
+            self.root, ports=self.ports, server_dsn=self.server_dsn, jwks_uris=[self.jwks_uri], jwks_refresh="1m",
+            history_shards=4, databases=self.databases, log=self.root / "temporal.log")
         self.managed = Managed(proc)
         popen = self.managed.start()
         procs.wait_until(lambda: temporal_server.server_ready(self.ports), timeout=60, what="temporal", proc=popen,
                          log=proc.log)
-        # The internal frontend's port opens before it calls itself healthy: wait for its first answer.
-        procs.run_coroutine(connect_when_healthy(self.address))
         if first and self.namespaces:
             procs.run_coroutine(register_namespaces(self.address, self.namespaces))
         if self.with_ui and (self.ui is None or self.ui.popen is None or self.ui.popen.poll() is not None):

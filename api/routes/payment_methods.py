@@ -24,6 +24,7 @@ from api.auth import require_customer
 from api.bodies import parse
 from api.errors import ApiError
 from api.openapi import documented
+from tcloud.store import accounts, invoices
 from tcloud.store import payment_methods as store
 from workflows.billing_invoice import InvoiceWorkflow, RetryRequest, invoice_workflow_id
 
@@ -80,7 +81,7 @@ def _stripe_failed(err: stripe.StripeError, what: str) -> ApiError:
 
 
 async def _customer_id(request: web.Request, account_id: str) -> str:
-    customer_id = await store.stripe_customer_of(request.app[POOL], account_id)
+    customer_id = await accounts.stripe_customer_of(request.app[POOL], account_id)
     if customer_id is None:
         raise ApiError(409, "the account's billing profile is still being created: try again in a moment")
     return customer_id
@@ -169,7 +170,7 @@ async def adopt_card(app: web.Application, account_id: str, customer_id: str, pm
 async def _retry_past_due(app: web.Application, account_id: str) -> list[str]:
     """Signal ``retry_payment`` to the invoice workflow of each past-due invoice; the periods signalled."""
     signalled = []
-    for period in await store.past_due_periods(app[POOL], account_id):
+    for period in await invoices.past_due_periods(app[POOL], account_id):
         handle: WorkflowHandle[InvoiceWorkflow, Any] = app[TEMPORAL].get_workflow_handle(
             invoice_workflow_id(account_id, period))
         try:

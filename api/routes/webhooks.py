@@ -16,6 +16,7 @@ from api.appkeys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.errors import ApiError
 from api.openapi import documented
 from api.routes.payment_methods import adopt_card, payment_method_of
+from tcloud.store import accounts
 from tcloud.store import invoices as store
 from tcloud.store import payment_methods as cards
 from workflows.billing_invoice import InvoiceWorkflow, PaymentNotice, invoice_workflow_id
@@ -85,7 +86,7 @@ async def _card_event(request: web.Request, kind: str, obj: Any) -> bool:
     customer_id, pm_id = obj.get("customer"), payment_method_of(obj)
     if obj.get("status") != "succeeded" or not isinstance(customer_id, str) or pm_id is None:
         return False
-    account_id = await cards.account_of_stripe_customer(pool, customer_id)
+    account_id = await accounts.account_of_stripe_customer(pool, customer_id)
     if account_id is None:
         return False
     on_file = await cards.payment_method(pool, account_id)

@@ -80,12 +80,17 @@ async def ensure_namespace(client: Client, name: str, *, retention_days: int = 3
         except RPCError as err:
             if err.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
-    deadline = asyncio.get_running_loop().time() + wait_seconds
-    while not await namespace_served(client, name):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"namespace {name} not served after {wait_seconds}s")
-        await asyncio.sleep(0.2)
+    await _wait_for(lambda: namespace_served(client, name), wait_seconds, f"namespace {name} served")
     return created
+
+
+async def _wait_for(condition: Callable[[], Awaitable[bool]], wait_seconds: float, what: str) -> None:
+    """Poll ``condition`` until it holds, or raise TimeoutError after ``wait_seconds``."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{what}: not after {wait_seconds}s")
+        await asyncio.sleep(0.2)
 
 
 async def _retry_exhausted(call: Callable[[], Awaitable[T]], wait_seconds: float) -> T:
@@ -126,13 +131,11 @@ async def ensure_search_attributes(client: Client, namespace: str,
         except RPCError as err:
             if err.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
-    deadline = asyncio.get_running_loop().time() + wait_seconds
-    while missing:
+    async def all_listed() -> bool:
         listed = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=namespace))
-        if all(name in listed.custom_attributes for name in missing):
-            break
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"search attributes {sorted(missing)} not listed on {namespace} after {wait_seconds}s")
-        await asyncio.sleep(0.2)
+        return all(name in listed.custom_attributes for name in missing)
+
+    if missing:
+        await _wait_for(all_listed, wait_seconds, f"search attributes {sorted(missing)} listed on {namespace}")
     return sorted(missing)

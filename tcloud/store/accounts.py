@@ -236,3 +236,15 @@ async def mark_key_used(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) ->
             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
         key_id,
     )
+
+
+async def stripe_customer_of(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> str | None:
+    """The account's Stripe customer id, or None before account creation has made it."""
+    value = await conn.fetchval("SELECT stripe_customer_id FROM accounts WHERE id = $1", account_id)
+    return str(value) if value is not None else None
+
+
+async def account_of_stripe_customer(conn: asyncpg.Pool | asyncpg.Connection, stripe_customer_id: str) -> str | None:
+    """The account whose Stripe customer is ``stripe_customer_id``, or None if it is not one of ours."""
+    value = await conn.fetchval("SELECT id FROM accounts WHERE stripe_customer_id = $1", stripe_customer_id)
+    return str(value) if value is not None else None

@@ -360,3 +360,9 @@ async def write_off_invoice(conn: asyncpg.Pool | asyncpg.Connection, invoice_id:
             await insert_billing_event(c, row["account_id"], "invoice.written_off", invoice_id=invoice_id,
                                        detail={"reason": reason, "at": datetime.now(UTC).isoformat()})
     return row
+
+
+async def past_due_periods(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> list[str]:
+    """The periods (YYYY-MM) of the account's past-due invoices, oldest first."""
+    return [r["period"] for r in await conn.fetch(
+        "SELECT period FROM invoices WHERE account_id = $1 AND status = 'past_due' ORDER BY period", account_id)]

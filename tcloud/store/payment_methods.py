@@ -61,21 +61,3 @@ async def forget_payment_method(conn: Conn, stripe_payment_method_id: str) -> li
             await insert_billing_event(tx, account_id, "payment_method.detached",
                                        detail={"payment_method": stripe_payment_method_id})
         return accounts
-
-
-async def stripe_customer_of(conn: Conn, account_id: str) -> str | None:
-    """The account's Stripe customer id, or None before account creation has made it."""
-    value = await conn.fetchval("SELECT stripe_customer_id FROM accounts WHERE id = $1", account_id)
-    return str(value) if value is not None else None
-
-
-async def account_of_stripe_customer(conn: Conn, stripe_customer_id: str) -> str | None:
-    """The account whose Stripe customer is ``stripe_customer_id``, or None if it is not one of ours."""
-    value = await conn.fetchval("SELECT id FROM accounts WHERE stripe_customer_id = $1", stripe_customer_id)
-    return str(value) if value is not None else None
-
-
-async def past_due_periods(conn: Conn, account_id: str) -> list[str]:
-    """The periods (YYYY-MM) of the account's past-due invoices, oldest first."""
-    return [r["period"] for r in await conn.fetch(
-        "SELECT period FROM invoices WHERE account_id = $1 AND status = 'past_due' ORDER BY period", account_id)]
