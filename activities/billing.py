@@ -14,15 +14,19 @@ from temporalio.exceptions import ApplicationError
 from activities.billing_stripe import InvoiceLocked, StripeSync
 from tcloud.domain.billing_period import owed_hours, period_bounds
 from tcloud.domain.metering import COLLECTORS
-from tcloud.domain.states import InvoiceStatus
+from tcloud.domain.states import BillingRunStatusName, InvoiceStatus
 from tcloud.services import invoicing, spend_alerts
+from tcloud.store import billing_runs
 from tcloud.store import invoices as store
 
 
 @dataclass
 class PeriodInput:
+    """``until``: only the hours before it are needed (a closed account's final invoice)."""
+
     period: str
     collectors: list[str] = field(default_factory=lambda: list(COLLECTORS))
+    until: datetime | None = None
 
 
 @dataclass
@@ -86,6 +90,18 @@ class InvoiceOutcome:
 
 
 @dataclass
+class RunReport:
+    """What a billing run reports of itself, for the operators' API to answer without asking the workflow."""
+
+    period: str
+    workflow_id: str
+    status: BillingRunStatusName
+    phase: str
+    missing_hours: int = -1
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class SuspendInput:
     invoice_id: str
     reason: str
@@ -124,11 +140,18 @@ class BillingActivities:
         began = await store.metering_began(self._pool, params.collectors)
         expected = missing = 0
         for collector in params.collectors:
-            start, end = owed_hours(params.period, began.get(collector))
+            start, end = owed_hours(params.period, began.get(collector), params.until)
             owed = int((end - start).total_seconds()) // 3600
             done = await store.count_collected_hours(self._pool, [collector], start, end)
             expected, missing = expected + owed, missing + owed - done
         return Completeness(params.period, expected, missing)
+
+    @activity.defn(name="billing.report_run")
+    async def report_run(self, params: RunReport) -> None:
+        """Keep the run's row in ``billing_runs`` in step with the run."""
+        await billing_runs.report_billing_run(self._pool, params.period, params.workflow_id, status=params.status,
+                                              phase=params.phase, missing_hours=params.missing_hours,
+                                              counts=params.counts)
 
     @activity.defn(name="billing.list_accounts")
     async def list_accounts(self, params: AccountPageInput) -> AccountPage:

@@ -5,10 +5,12 @@ Every Stripe object is recorded in ``stripe_objects`` right after it is created.
 created the object and died before recording it, so Stripe is searched (by the metadata every object
 carries) before anything is created again. A per-invoice advisory lock keeps two attempts from overlapping.
 
-Stripe shape used (works on localstripe and on Stripe): one $0 monthly plan, one subscription per customer,
-pending invoice items with integer ``amount`` in cents, then an invoice for customer + subscription, paid with
-the customer's default payment method. The subscription is made before any item: a new subscription's first
-invoice takes every pending item of the customer.
+Stripe shape used: pending invoice items with integer ``amount`` in cents, then a one-off invoice of the
+customer's pending items (``pending_invoice_items_behavior=include``, no subscription), paid with the customer's
+default payment method. One Stripe invoice per account-period and nothing else: a subscription, which earlier
+versions grouped items under, would also send a $0 invoice every month (those are cancelled on the next invoice).
+The local Stripe fake is taught this call (``launcher/stripe_fake.py``); localstripe itself only invoices through
+subscriptions.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tcloud.store import invoices as store
-
-ZERO_PLAN_ID = "tcloud-usage-monthly-0"
 
 
 @dataclass
@@ -79,49 +79,28 @@ class StripeSync:
     async def _record(self, key: str, kind: str, account_id: str | None, stripe_id: str) -> None:
         await store.record_stripe_object(self._conn, key, kind, account_id, stripe_id)
 
-    async def ensure_plan(self) -> str:
-        async def find() -> str | None:
-            try:
-                return str((await self._stripe.v1.plans.retrieve_async(ZERO_PLAN_ID)).id)
-            except stripe.InvalidRequestError as err:
-                if err.http_status == 404:
-                    return None
-                raise
-
-        async def create() -> str:
-            found = await find()
-            if found:
-                return found
-            try:
-                plan = await self._stripe.v1.plans.create_async({
-                    "id": ZERO_PLAN_ID, "amount": 0, "currency": "usd", "interval": "month",
-                    "product": {"name": "tcloud usage (invoiced monthly in arrears)"},
-                })
-            except stripe.StripeError as err:  # created meanwhile by a concurrent first invoice
-                if err.http_status in (400, 409) and (found := await find()):
-                    return found
-                raise
-            return str(plan.id)
-
-        return await self._ensure("plan:zero", "plan", None, find, create)
-
-    async def ensure_subscription(self, account_id: str, customer: str) -> str:
-        plan = await self.ensure_plan()
+    async def cancel_legacy_subscription(self, account_id: str) -> None:
+        """Cancel the $0 subscription earlier versions grouped invoices under (Stripe would send a $0 invoice
+        every month for it), once; accounts that never had one cost nothing here but one lookup."""
+        legacy = await store.stripe_object(self._conn, f"subscription:{account_id}")
+        if legacy is None or legacy["stripe_id"] is None:
+            return
+        subscription = str(legacy["stripe_id"])
 
         async def find() -> str | None:
-            subs = await self._stripe.v1.subscriptions.list_async({"customer": customer, "limit": 100})
-            for sub in subs.data:
-                if _meta(sub).get("tcloud_account") == account_id:
-                    return str(sub.id)
-            return None
+            sub = await self._stripe.v1.subscriptions.retrieve_async(subscription)
+            return subscription if sub.status == "canceled" else None
 
         async def create() -> str:
-            await self.refuse_foreign_pending(customer, set())
-            sub = await self._stripe.v1.subscriptions.create_async({
-                "customer": customer, "items": [{"plan": plan}], "metadata": {"tcloud_account": account_id}})
-            return str(sub.id)
+            try:
+                await self._stripe.v1.subscriptions.cancel_async(subscription)
+            except stripe.InvalidRequestError:  # cancelled already (e.g. in Stripe's dashboard)
+                if await find() is None:
+                    raise
+            return subscription
 
-        return await self._ensure(f"subscription:{account_id}", "subscription", account_id, find, create)
+        await self._ensure(f"subscription-cancelled:{account_id}", "subscription_cancellation", account_id,
+                           find, create)
 
     async def refuse_foreign_pending(self, customer: str, ours: set[str]) -> None:
         """Raise when the customer has pending items that are not ``ours``: the next invoice (or a new
@@ -177,14 +156,16 @@ class StripeSync:
         marker = await store.stripe_object(self._conn, key)
         stripe_inv = await self.find_invoice(customer) if marker is not None else None
         if stripe_inv is None:
-            subscription = await self.ensure_subscription(inv["account_id"], customer)
+            await self.cancel_legacy_subscription(inv["account_id"])
             lines = await store.billable_lines(self._conn, self._invoice_id)
             ours = {await self.ensure_item(inv["account_id"], customer, line, inv["period"]) for line in lines}
             await self.refuse_foreign_pending(customer, ours)
             await store.mark_stripe_object_creating(self._conn, key, "invoice", inv["account_id"])
             stripe_inv = await self._stripe.v1.invoices.create_async({
-                "customer": customer, "subscription": subscription,
-                "description": f"tcloud usage {inv['period']} ({self._invoice_id})"})
+                "customer": customer, "pending_invoice_items_behavior": "include",
+                "description": f"tcloud usage {inv['period']} ({self._invoice_id})",
+                "metadata": {"tcloud_invoice": self._invoice_id, "tcloud_account": inv["account_id"],
+                             "tcloud_period": inv["period"]}})
             _heartbeat()
         await self._record(key, "invoice", inv["account_id"], str(stripe_inv.id))
         state = _state_of(stripe_inv)

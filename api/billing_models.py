@@ -38,6 +38,9 @@ class InvoiceOut(BaseModel):
     stripe_invoice_id: str | None
     payment_attempts: int
     last_payment_error: str | None
+    covers_from: datetime = Field(description="the first hour this invoice bills")
+    covers_to: datetime = Field(description="the hour after the last it bills: the period's end, or the end of "
+                                            "the hour the account closed in (its final invoice)")
     created_at: datetime
     paid_at: datetime | None
     lines: list[InvoiceLineOut] | None = None
@@ -118,6 +121,9 @@ class RunOut(BaseModel):
     in_flight: int | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     invoices_by_status: dict[str, int] = Field(default_factory=dict)
+    live: bool = Field(default=False, description="phase and counts come from the running workflow itself "
+                                                  "(else from what the run last recorded)")
+    updated_at: datetime | None = Field(default=None, description="when the run last recorded its state")
 
 
 def invoice_out(row: asyncpg.Record, lines: list[asyncpg.Record] | None = None) -> InvoiceOut:
@@ -126,7 +132,8 @@ def invoice_out(row: asyncpg.Record, lines: list[asyncpg.Record] | None = None) 
         price_book_version=row["price_book_version"], currency=row["currency"], total_cents=row["total_cents"],
         total=dollars(row["total_cents"]), hosted_invoice_url=row["hosted_invoice_url"],
         stripe_invoice_id=row["stripe_invoice_id"], payment_attempts=row["payment_attempts"],
-        last_payment_error=row["last_payment_error"], created_at=row["created_at"], paid_at=row["paid_at"],
+        last_payment_error=row["last_payment_error"], covers_from=row["period_start"], covers_to=row["period_end"],
+        created_at=row["created_at"], paid_at=row["paid_at"],
         lines=None if lines is None else [
             InvoiceLineOut(line_no=r["line_no"], kind=r["kind"], description=r["description"],
                            quantity=format(r["quantity"], "f"), unit=r["unit"], amount_cents=r["amount_cents"],

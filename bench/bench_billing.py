@@ -5,7 +5,7 @@
 Starts its own Temporal (the official server on the same embedded PostgreSQL, as the platform and the tests run
 it, or with ``--engine dev`` the CLI's dev server on SQLite), embedded Postgres and localstripe (no persistence, as
 the test fixtures run it) in a temp dir. Set-up, not timed: N accounts on the payg plan with a month of usage,
-their Stripe customers with a card, and their subscriptions (so both make exactly the same Stripe calls). Then:
+their Stripe customers with a card (so both make exactly the same Stripe calls). Then:
 
 1. the billing run ``billing-run/<month>`` through the real worker (in this process), timed;
 2. the same activity code (record, send, collect) called from a bare asyncio loop with the same concurrency
@@ -37,7 +37,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from activities.billing import AccountPeriod, BillingActivities, InvoiceRef
-from activities.billing_stripe import StripeSync
 from api import jwt
 from launcher import procs
 from tcloud.platform.clients import stripe_client
@@ -85,8 +84,6 @@ async def set_up(pool: asyncpg.Pool, api: stripe.StripeClient, n: int, period: s
         made = await make_account(pool, api, plan="payg", account_id=f"bench{i:06d}")
         await add_usage(pool, made.id, period, actions=1_000_000 + 997 * i, active_byte_hours=10**11 + i,
                         namespaces=1)
-        async with pool.acquire() as conn:
-            await StripeSync(conn, api, "setup").ensure_subscription(made.id, made.customer)
         ids[i] = made.id
         if (i + 1) % 1000 == 0:
             print(f"  set-up: {i + 1} accounts", flush=True)
@@ -189,7 +186,7 @@ async def run(n: int, concurrency: int, engine: str) -> None:
             # Both at once: each has its own localstripe process.
             made = await asyncio.gather(*(set_up(pools[name], apis[name], n, PERIOD) for name in fakes))
             ids = dict(zip(fakes, made, strict=True))
-            print(f"set-up (not timed below): twice {n} accounts with Stripe customers, cards, subscriptions and "
+            print(f"set-up (not timed below): twice {n} accounts with Stripe customers, cards and "
                   f"a month of usage, in {time.monotonic() - t:.1f} s")
             temporal_s, actions, counts = await temporal_run(settings["temporal"], temporal.ports.metrics, PERIOD,
                                                              n, concurrency)

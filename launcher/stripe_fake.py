@@ -9,6 +9,10 @@ itself makes on every subscription, invoice and customer export) scan every obje
 included, so each call slowed with everything created before it: set-up of a 10,000-account bench fell to a
 few accounts a minute. The store here also keeps its objects by type, and the list base method reads only the
 type it lists; what the list returns, and in which order, is unchanged.
+
+It also creates invoices the way Stripe does without a subscription (``pending_invoice_items_behavior=include``),
+which localstripe 1.15 refuses: billing makes one invoice per account-period that way, with no $0 subscription
+(whose monthly $0 invoice every customer would get on Stripe).
 """
 
 from __future__ import annotations
@@ -57,11 +61,37 @@ def _list_all(cls: type, url: str | None, limit: object = None, starting_after: 
     return li
 
 
+_create_invoice = resources.Invoice._api_create
+
+
+def _api_create_invoice(cls: type, customer: object = None, subscription: object = None,
+                        pending_invoice_items_behavior: object = None, description: object = None,
+                        metadata: object = None, **kwargs: object) -> object:
+    """``POST /v1/invoices`` as Stripe answers it without a subscription: with
+    ``pending_invoice_items_behavior=include`` the customer's pending items make a one-off invoice (localstripe
+    1.15 only invoices through a subscription, which on Stripe sends a $0 invoice every month)."""
+    if subscription is not None or pending_invoice_items_behavior != "include":
+        return _create_invoice(customer=customer, subscription=subscription, description=description,
+                               metadata=metadata, pending_invoice_items_behavior=pending_invoice_items_behavior,
+                               **kwargs)
+    if kwargs:
+        raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+    if not isinstance(customer, str) or not customer.startswith("cus_"):
+        raise resources.UserError(400, "Bad request")
+    resources.Customer._api_retrieve(customer)  # 404 for an unknown customer
+    pending = [i for i in resources.InvoiceItem._api_list_all(None, customer=customer, limit=99)._list
+               if i.invoice is None]
+    if not pending:
+        raise resources.UserError(400, "Nothing to invoice for customer")
+    return resources.Invoice(customer=customer, description=description, metadata=metadata)
+
+
 def _configure_store(store_file: Path | None) -> None:
     store = resources.store
     store.__class__ = _TypedStore
     store.reindex()  # type: ignore[attr-defined]
     resources.StripeObject._api_list_all = classmethod(_list_all)  # type: ignore[assignment]
+    resources.Invoice._api_create = classmethod(_api_create_invoice)  # type: ignore[assignment]
 
     def dump_to_disk() -> None:
         if store_file is None:

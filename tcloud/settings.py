@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     billing_max_concurrent: int = 50
     billing_retry_after_hours: list[int] = [72, 120, 168, 336]
     billing_suspend_after_hours: int = 240
+    # Closing an account: how long it can be reopened before its namespaces are deleted and it is invoiced.
+    account_closure_grace_seconds: int = Field(default=7 * 86400, ge=0)
 
     # Spend-alert delivery. Webhooks must be https and reach public addresses unless private targets are
     # allowed (the local platform and tests); a delivery is retried for `alert_delivery_hours`, then failed.

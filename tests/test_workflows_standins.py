@@ -38,6 +38,7 @@ from activities.billing import (
     InvoiceSummary,
     PaymentResult,
     PeriodInput,
+    RunReport,
     SuspendInput,
     SuspendResult,
     WriteOffInput,
@@ -419,7 +420,11 @@ async def test_the_billing_run_waits_for_the_ledger_then_invoices_every_account_
         summary = InvoiceSummary(f"inv-{params.account_id}", params.account_id, params.period, "open", 500)
         return InvoiceOutcome(summary, PaymentResult(True, "paid", 1))
 
-    standins: list[Callable[..., Any]] = [check_period_complete, list_accounts, make_invoice]
+    @standin("billing.report_run")
+    async def report_run(params: RunReport) -> None:
+        calls.record(params)
+
+    standins: list[Callable[..., Any]] = [check_period_complete, list_accounts, make_invoice, report_run]
     async with standin_worker(time_skipping_env, [BillingRunWorkflow, InvoiceWorkflow], standins) as queue:
         out = await run(time_skipping_env, queue, BillingRunWorkflow.run,
                         BillingRunInput(period=period, grace_hours=6, poll_minutes=30, max_concurrent=2, page_size=2,
@@ -438,6 +443,12 @@ async def test_the_billing_run_waits_for_the_ledger_then_invoices_every_account_
     # Pages of two, resumed after continue-as-new from the last account started.
     assert [a.after for a in calls.args("billing.list_accounts")] == ["", "beta", "gamma"]
     assert out.phase == "done" and out.counts == {"paid": 5} and out.in_flight == 0
+    # What the run wrote to billing_runs as it went: each phase, the ledger's gap, each continue-as-new, its end.
+    reports = [(r.status, r.phase, r.missing_hours) for r in calls.args("billing.report_run")]
+    assert reports[:3] == [("running", "waiting_for_period_end", -1), ("running", "waiting_for_usage", 7),
+                           ("running", "waiting_for_usage", 0)]
+    assert reports[-2:] == [("running", "draining", 0), ("completed", "done", 0)]
+    assert calls.args("billing.report_run")[-1].counts == {"paid": 5}
 
 
 # --- spend alerts ---------------------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.billing import AccountPageInput, BillingActivities, PeriodInput
+    from activities.billing import AccountPageInput, BillingActivities, PeriodInput, RunReport
     from tcloud.domain.billing_period import period_bounds, previous_period
-    from tcloud.domain.states import BillingRunPhase
+    from tcloud.domain.states import BillingRunPhase, BillingRunStatusName
     from workflows.billing_invoice import (
         ACCOUNT_KEY,
         PERIOD_KEY,
@@ -75,6 +75,7 @@ class BillingRunWorkflow:
         self._in_flight: set[str] = set(params.in_flight)
         self._counts: dict[str, int] = dict(params.counts)
         self._status = BillingRunStatus(params.period, "starting", -1, params.cursor, 0, {})
+        self._reporting = False
 
     @workflow.query
     def status(self) -> BillingRunStatus:
@@ -91,11 +92,27 @@ class BillingRunWorkflow:
     async def run(self, params: BillingRunInput) -> BillingRunStatus:
         period = params.period or previous_period(workflow.now())
         self._status = BillingRunStatus(period, "waiting_for_period_end", -1, params.cursor, 0, {})
+        # Runs recorded before the run reported itself to billing_runs replay without the reports.
+        self._reporting = workflow.patched("billing-run-reports-to-postgres")
+        try:
+            return await self._run(period, params)
+        except asyncio.CancelledError:
+            await self._report("cancelled")
+            raise
+        except FailureError:
+            await self._report("failed")
+            raise
+
+    async def _run(self, period: str, params: BillingRunInput) -> BillingRunStatus:
         if not params.cursor:  # label the run for the UI once (started by the tick, the API or the CLI)
             workflow.upsert_search_attributes([PERIOD_KEY.value_set(period), STATUS_KEY.value_set("running")])
-        if not params.ledger_complete:
+        if params.ledger_complete:  # carried across continue-as-new
+            self._status.missing_hours = 0
+        else:
+            await self._report()
             await self._wait_for_ledger(period, params)
         self._status.phase = "invoicing"
+        await self._report()
         cursor, started = params.cursor, 0
         while True:
             page = await workflow.execute_activity_method(
@@ -113,16 +130,30 @@ class BillingRunWorkflow:
             if len(page.account_ids) < params.page_size:
                 break
             if started >= params.accounts_per_run or workflow.info().is_continue_as_new_suggested():
+                await self._report()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(dataclasses.replace(
                     params, period=period, ledger_complete=True, cursor=cursor, in_flight=sorted(self._in_flight),
                     counts=dict(self._counts)))
         self._status.phase = "draining"
+        await self._report()
         await workflow.wait_condition(lambda: not self._in_flight)
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._status.phase = "done"
+        await self._report("completed")
         workflow.upsert_search_attributes([STATUS_KEY.value_set("done")])
         return self.status()
+
+    async def _report(self, status: BillingRunStatusName = "running") -> None:
+        """Write where the run is to ``billing_runs`` (what GET /admin/billing/runs/{period} answers from)."""
+        if not self._reporting:
+            return
+        current = self.status()
+        await workflow.execute_activity_method(
+            BillingActivities.report_run,
+            RunReport(current.period, workflow.info().workflow_id, status, current.phase, current.missing_hours,
+                      current.counts),
+            start_to_close_timeout=timedelta(seconds=30))
 
     async def _wait_for_ledger(self, period: str, params: BillingRunInput) -> None:
         _, end = period_bounds(period)
@@ -134,7 +165,9 @@ class BillingRunWorkflow:
             done = await workflow.execute_activity_method(
                 BillingActivities.check_period_complete, PeriodInput(period),
                 start_to_close_timeout=timedelta(seconds=30))
-            self._status.missing_hours = done.missing_hours
+            if done.missing_hours != self._status.missing_hours:
+                self._status.missing_hours = done.missing_hours
+                await self._report()
             if done.missing_hours == 0:
                 return
             await workflow.sleep(timedelta(minutes=params.poll_minutes))

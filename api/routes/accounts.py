@@ -1,7 +1,9 @@
-"""Routes: accounts — the operator's (create, list, suspend, resume), the customer's own, and self-serve signup."""
+"""Routes: accounts — the operator's (create, list, suspend, resume, close, reopen), the customer's own (read,
+close, reopen), and self-serve signup."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -10,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.api.cloud.account.v1 import Account
 from temporalio.api.cloud.cloudservice.v1 import GetAccountResponse
 from temporalio.api.cloud.resource.v1 import ResourceState
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import require_customer, require_operator
@@ -19,7 +22,14 @@ from api.errors import ApiError
 from api.openapi import documented
 from tcloud.domain.plans import DEFAULT_PLAN, Plan
 from tcloud.store import accounts as store
-from tcloud.store.accounts import AccountExists
+from tcloud.store.accounts import AccountExists, ClosureRefused
+from workers.cap_billing import run_input
+from workflows.account_closure import (
+    AccountClosureInput,
+    AccountClosureWorkflow,
+    ReopenNotice,
+    account_closure_workflow_id,
+)
 from workflows.accounts import AccountSetupInput, AccountSetupWorkflow, account_setup_workflow_id
 
 routes = web.RouteTableDef()
@@ -53,6 +63,25 @@ class AccountView(BaseModel):
     statusReason: str | None
     stripeCustomerId: str | None
     createdAt: str
+    closedAt: str | None = Field(default=None, description="when it was closed: usage after this is not billed")
+    reopenableUntil: str | None = Field(default=None, description="while closing: the end of the grace, when its "
+                                                                  "namespaces are deleted and the final invoice made")
+
+
+class CloseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    confirm: str = Field(description="the account's id, to confirm that this account is the one to close")
+    reason: str = Field(default="closed by the customer", max_length=500)
+
+
+class OperatorCloseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="closed by the operator", max_length=500)
+
+
+class ClosingAccount(BaseModel):
+    account: AccountView
+    closureWorkflowId: str
 
 
 class CreatedAccount(BaseModel):
@@ -65,10 +94,16 @@ class AccountList(BaseModel):
     accounts: list[AccountView]
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
 def _view(row: asyncpg.Record) -> dict[str, Any]:
     return AccountView(id=row["id"], name=row["name"], email=row["email"], plan=row["plan"], status=row["status"],
                        statusReason=row["status_reason"], stripeCustomerId=row["stripe_customer_id"],
-                       createdAt=row["created_at"].isoformat()).model_dump()
+                       createdAt=row["created_at"].isoformat(), closedAt=_iso(row["closed_at"]),
+                       reopenableUntil=_iso(row["closure_grace_until"]) if row["status"] == "closing" else None
+                       ).model_dump()
 
 
 async def _create(request: web.Request, body: SignupRequest, *, account_id: str | None, plan: str) -> web.Response:
@@ -137,8 +172,8 @@ async def get_account_admin(request: web.Request) -> web.Response:
 
 async def _set_status(request: web.Request, status: str, reason: str | None) -> web.Response:
     row = await _account_row(request)
-    if row["status"] == "closed":
-        raise ApiError(409, f"account {row['id']} is closed")
+    if row["status"] in ("closing", "closed"):
+        raise ApiError(409, f"account {row['id']} is {row['status']}: reopen it first")
     row = await store.set_account_status(request.app[POOL], row["id"], status, reason)
     return web.json_response(_view(row))
 
@@ -160,7 +195,7 @@ async def resume_account(request: web.Request) -> web.Response:
 
 
 _STATE = {"active": ResourceState.RESOURCE_STATE_ACTIVE, "suspended": ResourceState.RESOURCE_STATE_SUSPENDED,
-          "closed": ResourceState.RESOURCE_STATE_DELETED}
+          "closing": ResourceState.RESOURCE_STATE_DELETING, "closed": ResourceState.RESOURCE_STATE_DELETED}
 
 
 @routes.get("/cloud/account")
@@ -174,3 +209,80 @@ async def get_account(request: web.Request) -> web.Response:
     account = Account(id=row["id"], state=_STATE[row["status"]],
                       resource_version=str(int(row["updated_at"].timestamp() * 1_000_000)))
     return message_response(GetAccountResponse(account=account))
+
+
+async def _close(request: web.Request, account_id: str, reason: str) -> web.Response:
+    """Move the account to 'closing' and start the workflow that finishes the closure after the grace."""
+    settings = request.app[SETTINGS]
+    pool = request.app[POOL]
+    try:
+        row = await store.begin_account_closure(pool, account_id, grace_seconds=settings.account_closure_grace_seconds,
+                                                reason=reason)
+    except ClosureRefused as err:
+        raise ApiError(409, str(err)) from err
+    if row is None:
+        raise ApiError(404, f"account {account_id} not found")
+    workflow_id = account_closure_workflow_id(account_id)
+    params = AccountClosureInput(account_id, settings.account_closure_grace_seconds,
+                                 dunning=run_input(settings).dunning)
+    try:
+        await request.app[TEMPORAL].start_workflow(AccountClosureWorkflow.run, params, id=workflow_id,
+                                                   task_queue=settings.task_queue)
+    except Exception:
+        await store.reopen_account(pool, account_id)  # nothing will finish this closure: take it back
+        raise
+    return web.json_response(ClosingAccount(account=AccountView(**_view(row)), closureWorkflowId=workflow_id)
+                             .model_dump(), status=202)
+
+
+async def _reopen(request: web.Request, account_id: str) -> web.Response:
+    try:
+        row = await store.reopen_account(request.app[POOL], account_id)
+    except ClosureRefused as err:
+        raise ApiError(409, str(err)) from err
+    if row is None:
+        raise ApiError(404, f"account {account_id} not found")
+    try:  # Postgres has decided; this only ends the workflow's wait early (it re-checks Postgres at the end)
+        await request.app[TEMPORAL].get_workflow_handle(account_closure_workflow_id(account_id)).signal(
+            AccountClosureWorkflow.reopened, ReopenNotice("reopened through the API"))
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+    return web.json_response(_view(row))
+
+
+@routes.post("/cloud/account/close")
+@documented("Close the caller's account: nothing new can be created and usage is billed up to now; after the "
+            "grace (reopen until then) its namespaces are deleted and a final invoice is made and collected",
+            auth="customer", request=CloseRequest, response=ClosingAccount, status=202, tags=TAGS)
+async def close_own_account(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    body = await parse(request, CloseRequest)
+    if body.confirm != customer.account_id:
+        raise ApiError(400, f"confirm must be this account's id ({customer.account_id}) to close it")
+    return await _close(request, customer.account_id, body.reason)
+
+
+@routes.post("/cloud/account/reopen")
+@documented("Reopen the caller's closing account within its grace: everything is as before the closure",
+            auth="customer", response=AccountView, tags=TAGS)
+async def reopen_own_account(request: web.Request) -> web.Response:
+    customer = await require_customer(request)
+    return await _reopen(request, customer.account_id)
+
+
+@routes.post("/admin/accounts/{account_id}/close")
+@documented("Close an account (as the customer can): reopenable within the grace, then namespaces deleted and a "
+            "final invoice made", auth="operator", request=OperatorCloseRequest, response=ClosingAccount,
+            status=202, tags=TAGS)
+async def close_account(request: web.Request) -> web.Response:
+    require_operator(request)
+    body = await parse(request, OperatorCloseRequest) if request.can_read_body else OperatorCloseRequest()
+    return await _close(request, request.match_info["account_id"], body.reason)
+
+
+@routes.post("/admin/accounts/{account_id}/reopen")
+@documented("Reopen a closing account within its grace", auth="operator", response=AccountView, tags=TAGS)
+async def reopen_account(request: web.Request) -> web.Response:
+    require_operator(request)
+    return await _reopen(request, request.match_info["account_id"])

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from temporalio.client import (
-    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -33,6 +32,7 @@ from tcloud.domain.billing_period import parse_period, period_bounds, period_of
 from tcloud.domain.metering import COLLECTORS
 from tcloud.domain.pricing import price_books
 from tcloud.services.invoicing import price_account_month
+from tcloud.store import billing_runs as runs_store
 from tcloud.store import invoices as store
 from workers.cap_billing import run_input
 from workflows.billing import BillingRunStatus, BillingRunWorkflow, billing_run_id
@@ -98,39 +98,58 @@ async def upcoming(request: web.Request) -> web.Response:
     return web.json_response(upcoming_out(month).model_dump(mode="json"))
 
 
-# How long the run's own live view (a query, answered by the worker) may take before the answer goes without it.
-LIVE_VIEW_SECONDS = 0.8
+# How long the workflow's live view (the server's description, then a query answered by the worker) may take
+# before the answer goes with what the run last wrote to Postgres.
+LIVE_VIEW_SECONDS = 0.5
+
+_SERVER_STATUS = {WorkflowExecutionStatus.RUNNING: "running", WorkflowExecutionStatus.COMPLETED: "completed",
+                  WorkflowExecutionStatus.CANCELED: "cancelled", WorkflowExecutionStatus.FAILED: "failed",
+                  WorkflowExecutionStatus.TERMINATED: "terminated", WorkflowExecutionStatus.TIMED_OUT: "timed_out"}
 
 
-async def _described_run(request: web.Request, period: str
-                         ) -> tuple[WorkflowHandle[BillingRunWorkflow, BillingRunStatus], WorkflowExecutionDescription]:
-    """The period's run and its description from the server (404 when the period has no run)."""
-    handle: WorkflowHandle[BillingRunWorkflow, BillingRunStatus] = request.app[TEMPORAL].get_workflow_handle(
-        billing_run_id(period), result_type=BillingRunStatus)
+def _run_handle(request: web.Request, period: str) -> WorkflowHandle[BillingRunWorkflow, BillingRunStatus]:
+    return request.app[TEMPORAL].get_workflow_handle(billing_run_id(period), result_type=BillingRunStatus)
+
+
+async def _server_status(handle: WorkflowHandle[BillingRunWorkflow, BillingRunStatus]) -> str | None:
+    """The run's status on the Temporal server ('absent' when it has no such workflow), None when the server
+    does not answer within the live view's time."""
     try:
-        return handle, await handle.describe()
+        desc = await handle.describe(rpc_timeout=timedelta(seconds=LIVE_VIEW_SECONDS))
     except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        raise ApiError(404, f"no billing run for {period}") from err
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return "absent"
+        return None
+    return _SERVER_STATUS.get(desc.status, "unknown") if desc.status else None
 
 
 async def _run_out(request: web.Request, period: str) -> RunOut:
-    counts = await store.invoice_counts_by_status(request.app[POOL], period)
-    handle, desc = await _described_run(request, period)
-    out = RunOut(period=period, workflow_id=handle.id, status=desc.status.name.lower() if desc.status else "unknown",
-                 invoices_by_status=counts)
-    if desc.status == WorkflowExecutionStatus.RUNNING:
-        try:  # answered by the worker: without one, the answer comes without the live view instead of hanging
-            state = await handle.query(BillingRunWorkflow.status,
-                                       rpc_timeout=timedelta(seconds=LIVE_VIEW_SECONDS))
+    """The run as recorded in ``billing_runs``, overlaid with the workflow's live view when it answers in time.
+
+    Raises:
+        ApiError: 404 when the period has no run.
+    """
+    pool = request.app[POOL]
+    handle = _run_handle(request, period)
+    recorded = await runs_store.billing_run(pool, period)
+    server = await _server_status(handle)
+    if recorded is None and server in ("absent", None):
+        raise ApiError(404, f"no billing run for {period}")
+    out = RunOut(period=period, workflow_id=handle.id, status=recorded.status if recorded else "running",
+                 invoices_by_status=await store.invoice_counts_by_status(pool, period), live=False)
+    if recorded is not None:
+        out.phase, out.missing_hours, out.counts = recorded.phase, recorded.missing_hours, recorded.counts
+        out.updated_at = recorded.updated_at
+    if server not in (None, "absent"):
+        out.status = server  # e.g. terminated, which the run could not write itself
+    if server == "running":
+        try:  # answered by the worker: without one, the answer comes from Postgres instead of hanging
+            state = await handle.query(BillingRunWorkflow.status, rpc_timeout=timedelta(seconds=LIVE_VIEW_SECONDS))
         except (RPCError, WorkflowQueryFailedError):
             return out
         out.phase, out.missing_hours, out.in_flight, out.counts = (state.phase, state.missing_hours,
                                                                   state.in_flight, state.counts)
-    elif desc.status == WorkflowExecutionStatus.COMPLETED:
-        result = await handle.result()
-        out.phase, out.counts = result.phase, result.counts
+        out.live = True
     return out
 
 
@@ -149,6 +168,7 @@ async def start_run(request: web.Request) -> web.Response:
         raise ApiError(400, f"period {body.period} has not ended yet")
     await _refuse_unmetered(request, body.period)
     settings = request.app[SETTINGS]
+    await runs_store.start_billing_run(request.app[POOL], body.period, billing_run_id(body.period))
     await request.app[TEMPORAL].start_workflow(
         BillingRunWorkflow.run, run_input(settings, body.period), id=billing_run_id(body.period),
         task_queue=settings.task_queue,
@@ -177,9 +197,14 @@ async def _refuse_unmetered(request: web.Request, period: str) -> None:
 async def cancel_run(request: web.Request) -> web.Response:
     require_operator(request)
     period = _path_period(request)
-    handle, desc = await _described_run(request, period)
-    if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise ApiError(409, f"the billing run for {period} is {desc.status.name.lower() if desc.status else 'over'}")
+    handle = _run_handle(request, period)
+    server = await _server_status(handle)
+    if server == "absent":
+        raise ApiError(404, f"no billing run for {period}")
+    if server is None:
+        raise ApiError(503, "the Temporal server did not answer: try again")
+    if server != "running":
+        raise ApiError(409, f"the billing run for {period} is {server}")
     await handle.cancel()
     return web.json_response((await _run_out(request, period)).model_dump(mode="json"), status=202)
 

@@ -38,13 +38,16 @@ def hours_in_period(period: str) -> int:
     return days_in_period(period) * 24
 
 
-def owed_hours(period: str, metering_began: datetime | None) -> tuple[datetime, datetime]:
+def owed_hours(period: str, metering_began: datetime | None, until: datetime | None = None
+               ) -> tuple[datetime, datetime]:
     """The part of ``period`` a collector owes hours for: from the later of the period's start and the first hour
     it ever collected (hours before the platform was metering were never collected and never will be) to the
-    period's end. Empty (start == end) when metering began after the period; the whole period when it has not
-    begun yet (nothing collected: wait for it).
+    period's end (or ``until``, when it is earlier: a closed account's final invoice). Empty (start == end) when
+    metering began after the period; the whole period when it has not begun yet (nothing collected: wait for it).
     """
     start, end = period_bounds(period)
+    if until is not None:
+        end = max(start, min(end, hour_ceiling(until)))
     if metering_began is None:
         return start, end
     began = min(max(start, metering_began), end)
@@ -63,12 +66,28 @@ def previous_period(moment: datetime) -> str:
     return period_of(start - timedelta(days=1))
 
 
-def days_billed(period: str, account_created: datetime) -> int:
-    """Days of ``period`` the account existed, counting its creation day whole."""
+def days_billed(period: str, account_created: datetime, account_closed: datetime | None = None) -> int:
+    """Days of ``period`` the account existed, counting its creation day and its closing day whole."""
     start, end = period_bounds(period)
     first = max(account_created.astimezone(UTC).date(), start.date())
     last = (end - timedelta(days=1)).date()
+    if account_closed is not None:
+        last = min(last, account_closed.astimezone(UTC).date())
     return max(0, (last - first).days + 1) if first <= last else 0
+
+
+def hour_ceiling(moment: datetime) -> datetime:
+    """The first whole hour at or after ``moment``: the ledger's hour that holds it is billed whole."""
+    floor = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def billed_until(period: str, account_closed: datetime | None) -> datetime:
+    """Where the period's billing of an account stops: its end, or the end of the hour the account closed in."""
+    end = period_bounds(period)[1]
+    if account_closed is None:
+        return end
+    return max(period_bounds(period)[0], min(end, hour_ceiling(account_closed)))
 
 
 def first_day(period: str) -> date:

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from tcloud.domain.billing_period import days_billed, days_in_period, first_day, period_bounds
+from tcloud.domain.billing_period import billed_until, days_billed, days_in_period, first_day, period_bounds
 from tcloud.domain.pricing import PricedInvoice, Usage, price_book_for, price_usage
 from tcloud.store import invoices as store
 from tcloud.store.invoices import LedgerSum, LineSource
@@ -66,11 +66,13 @@ async def price_account_month(conn: asyncpg.Connection | asyncpg.Pool, account_i
     account = await store.account_for_pricing(conn, account_id)
     if account is None:
         raise UnknownAccount(account_id)
-    start, end = period_bounds(period)
-    hour_to = end if until is None else max(start, min(end, until))
+    start, _ = period_bounds(period)
+    hour_to = billed_until(period, account["closed_at"])  # a closed account is billed up to its closure
+    if until is not None:
+        hour_to = max(start, min(hour_to, until))
     sums = await store.ledger_sums(conn, account_id, start, hour_to)
     priced = price_usage(price_book_for(first_day(period)), account["plan"], usage_of(sums),
-                         days_billed=days_billed(period, account["created_at"]),
+                         days_billed=days_billed(period, account["created_at"], account["closed_at"]),
                          days_in_period=days_in_period(period))
     return AccountMonth(account_id, period, start, hour_to, priced, tuple(sums))
 

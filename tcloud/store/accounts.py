@@ -121,6 +121,72 @@ async def set_account_status(conn: asyncpg.Pool | asyncpg.Connection, account_id
         account_id, status, reason)
 
 
+class ClosureRefused(Exception):
+    """The account cannot be closed or reopened now; the message says why."""
+
+
+async def begin_account_closure(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, *, grace_seconds: int,
+                                reason: str) -> asyncpg.Record | None:
+    """Move an active or suspended account to 'closing' from now, until the grace ends (one statement).
+
+    Returns:
+        The updated row, or None when there is no such account.
+
+    Raises:
+        ClosureRefused: when the account is closing or closed already.
+    """
+    async with transaction(conn) as tx:
+        row = await tx.fetchrow("SELECT * FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        if row is None:
+            return None
+        if row["status"] in ("closing", "closed"):
+            raise ClosureRefused(f"account {account_id} is {row['status']} already")
+        return await tx.fetchrow(
+            """UPDATE accounts
+                  SET closure_prior_status = status, closure_prior_reason = status_reason,
+                      status = 'closing', status_reason = $2, closed_at = now(),
+                      closure_grace_until = now() + make_interval(secs => $3), updated_at = now()
+                WHERE id = $1 RETURNING *""", account_id, reason, grace_seconds)
+
+
+async def reopen_account(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
+    """Take back a closure within its grace: the account returns to the status it had, as if never closed.
+
+    Returns:
+        The updated row, or None when there is no such account.
+
+    Raises:
+        ClosureRefused: when the account is not closing, or its grace is over.
+    """
+    async with transaction(conn) as tx:
+        row = await tx.fetchrow("SELECT *, now() >= closure_grace_until AS grace_over FROM accounts "
+                                "WHERE id = $1 FOR UPDATE", account_id)
+        if row is None:
+            return None
+        if row["status"] != "closing":
+            raise ClosureRefused(f"account {account_id} is {row['status']}: only a closing account can be reopened")
+        if row["grace_over"]:
+            raise ClosureRefused(f"the grace to reopen account {account_id} ended at "
+                                 f"{row['closure_grace_until'].isoformat()}")
+        return await tx.fetchrow(
+            """UPDATE accounts
+                  SET status = closure_prior_status, status_reason = closure_prior_reason, closed_at = NULL,
+                      closure_grace_until = NULL, closure_prior_status = NULL, closure_prior_reason = NULL,
+                      updated_at = now()
+                WHERE id = $1 RETURNING *""", account_id)
+
+
+async def finish_account_closure(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
+    """Close a closing account for good (idempotent: a closed one is returned as it is).
+
+    Returns:
+        The closed account's row, or None when it is not closing or closed (it was reopened, or never closed).
+    """
+    return await conn.fetchrow(
+        """UPDATE accounts SET status = 'closed', updated_at = now()
+            WHERE id = $1 AND status IN ('closing', 'closed') RETURNING *""", account_id)
+
+
 async def request_stripe_customer(conn: asyncpg.Pool | asyncpg.Connection,
                                   account_id: str) -> asyncpg.Record | None:
     """Record that the account's Stripe customer is being created (the first time only).

@@ -88,20 +88,17 @@ async def ledger_sums(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, 
 
 
 async def account_for_pricing(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
-    """The account's ``plan`` and ``created_at``, or None when there is no such account."""
-    return await conn.fetchrow("SELECT plan, created_at FROM accounts WHERE id = $1", account_id)
+    """The account's ``plan``, ``created_at`` and ``closed_at``, or None when there is no such account."""
+    return await conn.fetchrow("SELECT plan, created_at, closed_at FROM accounts WHERE id = $1", account_id)
 
 
 async def accounts_to_invoice(conn: asyncpg.Pool | asyncpg.Connection, start: datetime, end: datetime, *, after: str,
                               limit: int) -> list[str]:
-    """Ids after ``after`` (at most ``limit``) of open accounts created before ``end`` and of closed ones with
-    billable usage in ``[start, end)``."""
+    """Ids after ``after`` (at most ``limit``) of the accounts that existed in ``[start, end)``: created before its
+    end and not closed (or closing) before its start. A closed account is billed up to its closure, never after."""
     rows = await conn.fetch(
         """SELECT a.id FROM accounts a
-            WHERE a.id > $3 AND a.created_at < $2
-              AND (a.status <> 'closed' OR EXISTS (
-                    SELECT 1 FROM usage_ledger u
-                     WHERE u.account_id = a.id AND u.billable AND u.hour >= $1 AND u.hour < $2))
+            WHERE a.id > $3 AND a.created_at < $2 AND (a.closed_at IS NULL OR a.closed_at > $1)
             ORDER BY a.id LIMIT $4""",
         start, end, after, limit)
     return [r["id"] for r in rows]

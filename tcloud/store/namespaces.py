@@ -29,6 +29,14 @@ class NamespaceExists(Exception):
     """The namespace is already live."""
 
 
+class AccountNotWritable(Exception):
+    """The account is not active (suspended, closing or closed): it cannot create namespaces."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
 class NamespaceQuotaReached(Exception):
     """The account holds as many live namespaces as its plan allows."""
 
@@ -99,12 +107,15 @@ async def reserve_namespace(conn: asyncpg.Pool | asyncpg.Connection, *, namespac
         The account's email.
 
     Raises:
+        AccountNotWritable: when the account is not active.
         NamespaceExists: when the namespace is live.
         NamespaceQuotaReached: when the account holds its plan's quota of live namespaces.
         OperationIdTaken: when ``operation_id`` is already used.
     """
     async with transaction(conn) as tx:
-        account = await tx.fetchrow("SELECT plan, email FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        account = await tx.fetchrow("SELECT plan, email, status FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        if account["status"] != "active":  # checked under the lock a closure also takes
+            raise AccountNotWritable(account["status"])
         existing = await tx.fetchval("SELECT state FROM namespaces WHERE namespace = $1 FOR UPDATE", namespace)
         if existing in LIVE_STATES:
             raise NamespaceExists(namespace)
