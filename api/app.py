@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from api import metrics, pipeline_metrics
+from api import cloud_grpc, metrics, pipeline_metrics
 from api.appkeys import POOL, SETTINGS, STRIPE, TEMPORAL
 from api.errors import error_middleware
 from api.routes import (
@@ -20,6 +20,7 @@ from api.routes import (
     namespaces,
     payment_methods,
     portal,
+    regions,
     spend_alerts,
     usage,
     webhooks,
@@ -32,7 +33,9 @@ from tcloud.settings import Settings
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, cloud_api: bool = False) -> web.Application:
+    """The API application; with ``cloud_api`` it also serves the Cloud Ops API over gRPC on
+    ``settings.cloud_api_port`` (api/cloud_grpc.py) while it runs."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_temporal)
@@ -40,9 +43,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_stripe)
     metrics.install(app)
     pipeline_metrics.install(app, interval_seconds=settings.pipeline_metrics_interval_seconds)
-    for module in (health, accounts, apikeys, namespaces, usage, billing, spend_alerts, payment_methods, webhooks,
-                   backups, console, portal):
+    for module in (health, accounts, apikeys, namespaces, regions, usage, billing, spend_alerts, payment_methods,
+                   webhooks, backups, console, portal):
         app.add_routes(module.routes)
+    if cloud_api:
+        app.cleanup_ctx.append(cloud_grpc.serving)  # last: it stops first, while the pool and Temporal still work
     return app
 
 

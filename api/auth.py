@@ -29,7 +29,11 @@ class Customer:
 
 
 def bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+    return bearer_of(request.headers.get("Authorization", ""))
+
+
+def bearer_of(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (HTTP) or ``authorization`` metadata (gRPC)."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -56,24 +60,41 @@ def require_operator(request: web.Request) -> None:
 def _not_throttled(request: web.Request) -> str:
     """The caller's address; 429 (before any key is checked) while it has failed authentication too often."""
     client = client_address(request)
-    wait = throttle_of(request.app).retry_after(client)
+    _refuse_if_throttled(request.app, client)
+    return client
+
+
+def _refuse_if_throttled(app: web.Application, client: str) -> None:
+    wait = throttle_of(app).retry_after(client)
     if wait is not None:
         raise ApiError(429, f"too many failed authentications from this address: retry in {wait} s",
                        details={"retryAfterSeconds": wait}, headers={"Retry-After": str(wait)})
-    return client
 
 
 async def require_customer(request: web.Request) -> Customer:
     """The account behind the request's API key; 401 for a missing, unknown, revoked or expired key."""
-    token = bearer(request)
+    return await customer_of_key(request.app, bearer(request), client_address(request))
+
+
+async def customer_of_key(app: web.Application, token: str | None, client: str) -> Customer:
+    """The account behind an API key, for either door (the JSON routes and the gRPC server).
+
+    Args:
+        app: the API application (its pool and its failed-authentication throttle).
+        token: the bearer token the caller presented, None if it presented none.
+        client: the caller's address, for the throttle.
+
+    Raises:
+        ApiError: 401 for a missing, unknown, revoked or expired key; 429 while the address is throttled.
+    """
     if token is None:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <api key>'")
-    client = _not_throttled(request)
+    _refuse_if_throttled(app, client)
     prefix = apikeys.parse_prefix(token)
-    row = await find_active_key_by_prefix(request.app[POOL], prefix) if prefix is not None else None
+    row = await find_active_key_by_prefix(app[POOL], prefix) if prefix is not None else None
     # Hash every presented token, found or not, so the answer takes the same time either way.
     if not apikeys.matches(token, row["secret_hash"] if row is not None else _NO_HASH) or row is None:
-        throttle_of(request.app).record_failure(client)
+        throttle_of(app).record_failure(client)
         raise ApiError(401, "invalid API key")
-    await mark_key_used(request.app[POOL], row["id"])
+    await mark_key_used(app[POOL], row["id"])
     return Customer(account_id=row["account_id"], key_id=row["id"], account_status=row["status"])

@@ -16,15 +16,21 @@ log = logging.getLogger("tcloud.api")
 
 
 class ApiError(Exception):
-    """A failure the caller caused or must know about; ``status`` is the HTTP status."""
+    """A failure the caller caused or must know about; ``status`` is the HTTP status.
+
+    ``exists`` marks a 409 that says the resource (or the operation id) already exists, which the gRPC door
+    answers with ALREADY_EXISTS; any other 409 (a stale resource version, a resource in the wrong state) is
+    FAILED_PRECONDITION there (api/cloud_grpc.py).
+    """
 
     def __init__(self, status: int, message: str, *, details: object = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, exists: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details
         self.headers = headers or {}  # e.g. Retry-After on a 429
+        self.exists = exists
 
 
 def json_error(status: int, message: str, details: object = None) -> web.Response:
@@ -46,6 +52,26 @@ _RPC_STATUS = {
 }
 
 
+def translated(err: Exception) -> ApiError | None:
+    """What the caller is told about a failure raised below the API (Postgres, Temporal), or None for a bug.
+
+    Both doors use it: the JSON middleware below and the gRPC server (api/cloud_grpc.py).
+    """
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, asyncpg.CharacterNotInRepertoireError):  # a NUL in a path or query parameter reached a query
+        return ApiError(400, "the request carries a NUL character, which no name or id may contain")
+    if isinstance(err, WorkflowAlreadyStartedError):
+        return ApiError(409, "the operation is already running", exists=True)
+    if isinstance(err, RPCError):
+        status = _RPC_STATUS.get(err.status, 502)
+        if status >= 500:
+            log.warning("temporal error: %s", err)
+            return ApiError(status, "the workflow service is unavailable, try again")
+        return ApiError(status, err.message, exists=err.status == RPCStatusCode.ALREADY_EXISTS)
+    return None
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,16 +87,12 @@ async def error_middleware(
         return json_error(400, "request body is invalid", details)
     except json.JSONDecodeError:
         return json_error(400, "request body is not valid JSON")
-    except asyncpg.CharacterNotInRepertoireError:  # a NUL in a path or query parameter reached a query
-        return json_error(400, "the request carries a NUL character, which no name or id may contain")
-    except WorkflowAlreadyStartedError:
-        return json_error(409, "the operation is already running")
-    except RPCError as err:
-        status = _RPC_STATUS.get(err.status, 502)
-        if status >= 500:
-            log.warning("temporal error on %s %s: %s", request.method, request.path, err)
-            return json_error(status, "the workflow service is unavailable, try again")
-        return json_error(status, err.message)
+    except (asyncpg.CharacterNotInRepertoireError, WorkflowAlreadyStartedError, RPCError) as err:
+        known = translated(err)
+        assert known is not None
+        if known.status >= 500:
+            log.warning("temporal error on %s %s", request.method, request.path)
+        return json_error(known.status, known.message)
     except web.HTTPException as err:
         if err.status < 400:
             raise

@@ -25,18 +25,21 @@ _STATE = {
 }
 
 
-def checked_spec(spec: NamespaceSpec, *, name: str | None = None,
+def checked_spec(spec: NamespaceSpec, *, region: str, name: str | None = None,
                  retention_default: int = RETENTION_DEFAULT) -> tuple[str, int]:
     """The name and retention of a requested spec, or a 400 saying what is wrong.
 
     Args:
         spec: the spec from the request.
+        region: this platform's one region (``spec.regions`` may name it, nothing else).
         name: for an update, the namespace's name (the spec may repeat it, not change it).
         retention_default: the retention when the spec leaves it out (an update keeps the current one).
     """
     unsupported = sorted(f.json_name for f, _ in spec.ListFields() if f.name not in SUPPORTED_SPEC_FIELDS)
     if unsupported:
         raise ApiError(400, f"spec fields not supported on this platform: {', '.join(unsupported)}")
+    if any(r != region for r in spec.regions) or len(spec.regions) > 1:
+        raise ApiError(400, f"spec.regions: this platform has one region, {region!r}")
     if name is not None:
         if spec.name and spec.name != name:
             raise ApiError(400, "spec.name cannot change: a namespace keeps its name")
@@ -61,7 +64,7 @@ def namespace_message(row: asyncpg.Record, settings: Settings) -> Namespace:
     ns = Namespace(
         namespace=row["namespace"],
         resource_version=str(row["resource_version"]),
-        spec=NamespaceSpec(name=row["name"], retention_days=row["retention_days"]),
+        spec=NamespaceSpec(name=row["name"], retention_days=row["retention_days"], regions=[settings.cloud_region]),
         state=_STATE[row["state"]],
         state_deprecated=row["state"],
         async_operation_id=row["async_operation_id"] or "",

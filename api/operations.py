@@ -36,7 +36,7 @@ def new_operation_id(requested: str) -> str:
 
 def id_taken(err: OperationIdTaken) -> ApiError:
     """The answer to a request whose ``asyncOperationId`` is already used (the store recorded nothing): 409."""
-    return ApiError(409, f"asyncOperationId {err.operation_id} is already used")
+    return ApiError(409, f"asyncOperationId {err.operation_id} is already used", exists=True)
 
 
 async def describe(temporal: Client, row: asyncpg.Record) -> AsyncOperation:

@@ -85,9 +85,15 @@ def client_address(request: web.Request) -> str:
     """The caller's address: the peer, or with ``api_trusted_proxy_hops`` set, the address that many
     hops back in X-Forwarded-For (the proxies in front of the API append to it; hops before them can be forged).
     """
-    hops = request.app[SETTINGS].api_trusted_proxy_hops
+    return caller_address(request.remote, request.headers.get("X-Forwarded-For", ""),
+                          request.app[SETTINGS].api_trusted_proxy_hops)
+
+
+def caller_address(peer: str | None, forwarded_for: str, hops: int) -> str:
+    """The caller's address from the connection's peer and an ``X-Forwarded-For`` value (HTTP header or gRPC
+    metadata ``x-forwarded-for``), trusting ``hops`` proxies in front of the API."""
     if hops > 0:
-        forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+        forwarded = [part.strip() for part in forwarded_for.split(",") if part.strip()]
         if len(forwarded) >= hops:
             return forwarded[-hops]
-    return request.remote or "unknown"
+    return peer or "unknown"

@@ -237,7 +237,8 @@ def up(layout: Layout) -> None:
     print(_start(layout, worker, lambda: procs.http_ok(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"),
                  60))
     api = procs.Process("api", [sys.executable, "-m", "api.main"], layout.log("api"), env=env)
-    print(_start(layout, api, lambda: procs.http_ok(f"http://127.0.0.1:{settings.api_port}/readyz"), 60))
+    print(_start(layout, api, lambda: procs.http_ok(f"http://127.0.0.1:{settings.api_port}/readyz")
+                 and (settings.cloud_api_port is None or _cloud_api_serving(settings.cloud_api_port)), 60))
     if settings.local_temporal_engine == "server":
         print(asyncio.run(_wait_public_door(settings)))
 
@@ -250,6 +251,9 @@ def up(layout: Layout) -> None:
     else:
         print(f"Temporal gRPC   {settings.temporal_address}  (dev server: no authorization)")
     print(f"Portal and API  http://127.0.0.1:{settings.api_port}")
+    if settings.cloud_api_port is not None:
+        print(f"Cloud Ops gRPC  127.0.0.1:{settings.cloud_api_port}  (CloudService: Temporal's CloudOperationsClient, "
+              "an API key as the bearer token, tls=False)")
     print(f"Prometheus      {settings.prometheus_url}")
     print(f"Stripe          {settings.stripe_api_base}")
     if _is_local_host(settings.smtp_host):
@@ -273,6 +277,41 @@ async def _public_door_status(settings: Settings) -> str:
             return f"{settings.temporal_public_address} refuses calls without a JWT"
         raise
     raise RuntimeError(f"{settings.temporal_public_address} answered a call without a token: no authorization")
+
+
+def _cloud_api_serving(port: int) -> bool:
+    """The API process's gRPC server reports SERVING on the standard health service."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _cloud_api_status(settings: Settings) -> str:
+    """The Cloud Ops gRPC server is SERVING, and refuses a call without an API key."""
+    import grpc
+    from temporalio.api.cloud.cloudservice.v1 import GetRegionsRequest, GetRegionsResponse
+
+    if settings.cloud_api_port is None:
+        return "off (TCLOUD_CLOUD_API_PORT unset)"
+    if not _cloud_api_serving(settings.cloud_api_port):
+        raise RuntimeError(f"127.0.0.1:{settings.cloud_api_port} does not report SERVING")
+    with grpc.insecure_channel(f"127.0.0.1:{settings.cloud_api_port}") as channel:
+        get_regions = channel.unary_unary("/temporal.api.cloud.cloudservice.v1.CloudService/GetRegions",
+                                          request_serializer=GetRegionsRequest.SerializeToString,
+                                          response_deserializer=GetRegionsResponse.FromString)
+        try:
+            get_regions(GetRegionsRequest(), timeout=5)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return f"127.0.0.1:{settings.cloud_api_port} serving, refuses calls without an API key"
+            raise
+    raise RuntimeError("the Cloud Ops API answered a call without an API key")
 
 
 async def _temporal_status(settings: Settings) -> str:
@@ -337,6 +376,7 @@ def status(layout: Layout) -> int:
         ("mail", lambda: _mail_status(settings)),
         ("worker", lambda: procs.http_ok(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics")),
         ("api", lambda: procs.http_ok(f"http://127.0.0.1:{settings.api_port}/readyz")),
+        ("cloud-api", lambda: _cloud_api_status(settings)),
     ]
     failed = 0
     for name, fn in components:

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     auth_failure_limit: int = 100
     auth_failure_window_seconds: float = 60.0
     api_trusted_proxy_hops: int = 0
+    # The Cloud Ops API over gRPC (temporal.api.cloud.cloudservice.v1.CloudService, what Temporal's
+    # CloudOperationsClient and Cloud SDKs speak), served by the API process on api_host at this port: None turns it
+    # off, 0 takes any free port. Plaintext: where TLS is needed the ingress terminates it. On SIGTERM it stops
+    # taking calls and lets running ones finish for up to the grace period.
+    cloud_api_port: int | None = 3001
+    cloud_api_grace_seconds: float = 10.0
+    # This platform's one region, as the Cloud Ops API names it (GetRegions, a namespace's spec.regions).
+    cloud_region: str = "local"
 
     # The local platform's Temporal (deploy.sh local): the official server built from its Go module, on the
     # embedded PostgreSQL with JWT authorization ("server"), or the CLI's dev server for a quick look without

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     state = tmp_path_factory.mktemp("deploy-state")
-    grpc, public, ui, http, metrics, prom, stripe_port, api, worker, smtp = (procs.free_port() for _ in range(10))
+    grpc, public, ui, http, metrics, prom, stripe_port, api, worker, smtp, cloud = (
+        procs.free_port() for _ in range(11))
     others_from = next(p for p in iter(lambda: procs.free_low_port(20000, 32000), None)
                        if all(not procs.port_open(p + i) for i in range(8)))
     return {
@@ -42,6 +43,7 @@ def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "TCLOUD_PROMETHEUS_URL": f"http://127.0.0.1:{prom}",
         "TCLOUD_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         "TCLOUD_API_PORT": str(api),
+        "TCLOUD_CLOUD_API_PORT": str(cloud),
         "TCLOUD_WORKER_METRICS_PORT": str(worker),
         "TCLOUD_SMTP_PORT": str(smtp),
     }
@@ -119,8 +121,9 @@ async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -
         assert "api: started" in up.stdout
         status = deploy(deploy_env, "status")
         assert "DOWN" not in status.stdout, status.stdout
-        assert status.stdout.count("UP") == 9
+        assert status.stdout.count("UP") == 10
         assert "refuses calls without a JWT" in status.stdout
+        assert "refuses calls without an API key" in status.stdout  # the Cloud Ops gRPC server of the API process
         # The mail sink keeps what it is sent in the state directory.
         with smtplib.SMTP("127.0.0.1", int(deploy_env["TCLOUD_SMTP_PORT"]), timeout=10) as smtp:
             smtp.sendmail("billing@tcloud.localhost", ["ops@acme.test"], b"Subject: hello\r\n\r\nbody\r\n")
