@@ -9,15 +9,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.api.cloud.account.v1 import Account
-from temporalio.api.cloud.cloudservice.v1 import GetAccountResponse
-from temporalio.api.cloud.resource.v1 import ResourceState
+from temporalio.api.cloud.cloudservice.v1 import GetAccountRequest
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import cloud_service
 from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import require_customer, require_operator
 from api.bodies import parse
 from api.cloud_json import message_response, proto_schema
+from api.cloud_service import Call
 from api.errors import ApiError
 from api.openapi import documented
 from tcloud.domain.plans import DEFAULT_PLAN, Plan
@@ -194,21 +194,12 @@ async def resume_account(request: web.Request) -> web.Response:
     return await _set_status(request, "active", None)
 
 
-_STATE = {"active": ResourceState.RESOURCE_STATE_ACTIVE, "suspended": ResourceState.RESOURCE_STATE_SUSPENDED,
-          "closing": ResourceState.RESOURCE_STATE_DELETING, "closed": ResourceState.RESOURCE_STATE_DELETED}
-
-
 @routes.get("/cloud/account")
 @documented("The caller's account", auth="customer",
             response=proto_schema("temporal.api.cloud.cloudservice.v1.GetAccountResponse"), tags=TAGS)
 async def get_account(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
-    row = await store.find_account(request.app[POOL], customer.account_id)
-    if row is None:  # its key was checked a moment ago: only an account deleted since lands here
-        raise ApiError(404, f"account {customer.account_id} not found")
-    account = Account(id=row["id"], state=_STATE[row["status"]],
-                      resource_version=str(int(row["updated_at"].timestamp() * 1_000_000)))
-    return message_response(GetAccountResponse(account=account))
+    call = Call.of(request.app, await require_customer(request))  # GetAccount: api/cloud_service.py, as over gRPC
+    return message_response(await cloud_service.get_account(call, GetAccountRequest()))
 
 
 async def _close(request: web.Request, account_id: str, reason: str) -> web.Response:
