@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One slim image for both processes of the platform:
-#   docker run IMAGE                 -> tcloud-api (API + portal on TCLOUD_API_HOST:TCLOUD_API_PORT, 0.0.0.0:3000)
+#   docker run IMAGE                 -> tcloud-api (API + portal on TCLOUD_API_HOST:TCLOUD_API_PORT, 0.0.0.0:3000;
+#                                       the Cloud Ops API over gRPC on TCLOUD_CLOUD_API_PORT, :3001)
 #   docker run IMAGE tcloud-worker   -> the control-plane worker (metrics on :9464)
 # Configuration is the TCLOUD_* environment (tcloud/settings.py); the Helm chart in charts/tcloud sets it.
 
@@ -48,7 +49,7 @@ COPY --from=build /app /app
 COPY --from=frontend /src/node_modules /app/node_modules
 WORKDIR /app
 USER 10001:10001
-EXPOSE 3000 9464
+EXPOSE 3000 3001 9464
 # The API's liveness endpoint; for the worker, set HEALTHCHECK_URL=http://127.0.0.1:9464/metrics.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('HEALTHCHECK_URL', 'http://127.0.0.1:3000/healthz'), timeout=4)"]

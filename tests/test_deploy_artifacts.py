@@ -183,6 +183,28 @@ def test_services_and_probes_point_at_real_ports(variant: tuple[str, list[Manife
     assert worker["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
 
+def test_the_cloud_api_is_a_grpc_port_of_the_api_service_published_with_tls() -> None:
+    default = render(None)
+    assert not [d for d in default if d["kind"] == "Ingress"]
+    docs = render(production_values())
+    service = only(docs, "Service", f"{RELEASE}-api")
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "cloud-api")
+    assert grpc_port["appProtocol"] == "grpc"
+    api = container(only(docs, "Deployment", f"{RELEASE}-api"))
+    env = {e["name"]: e["value"] for e in api["env"]}
+    assert {"name": "cloud-api", "containerPort": int(env["TCLOUD_CLOUD_API_PORT"]), "protocol": "TCP"} in api["ports"]
+    ingress = only(docs, "Ingress", f"{RELEASE}-cloud-api")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    rule = ingress["spec"]["rules"][0]
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": service["metadata"]["name"],
+                                                              "port": {"name": "cloud-api"}}
+    assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+    # The same ClusterIssuer as the HTTP API's ingress.
+    web = only(docs, "Ingress", f"{RELEASE}-api")
+    assert (ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+            == web["metadata"]["annotations"]["cert-manager.io/cluster-issuer"])
+
+
 def test_the_probed_paths_are_routes_of_the_real_api() -> None:
     paths = {r.resource.canonical for r in create_app(Settings()).router.routes() if r.resource is not None}
     assert {"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"} <= paths
@@ -214,7 +236,7 @@ def test_config_and_secrets_become_the_processes_settings(variant: tuple[str, li
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     name, docs = variant
     api = settings_of(docs, f"{RELEASE}-api", monkeypatch)
-    assert (api.api_host, api.api_port) == ("0.0.0.0", 3000)
+    assert (api.api_host, api.api_port, api.cloud_api_port) == ("0.0.0.0", 3000, 3001)
     assert api.control_namespace == "tcloud-system"
     worker = settings_of(docs, f"{RELEASE}-worker", monkeypatch)
     assert (worker.worker_metrics_host, worker.worker_metrics_port) == ("0.0.0.0", 9464)
@@ -387,7 +409,8 @@ def test_temporal_values_create_the_control_namespace_and_search_attributes() ->
     assert Settings().control_namespace in namespaces
     env = {e["name"]: e["value"] for e in values["admintools"]["additionalEnv"]}
     attributes = dict(pair.split("=") for pair in env["TCLOUD_SEARCH_ATTRIBUTES"].split(","))
-    assert attributes == {"TcloudAccount": "Keyword", "TcloudPeriod": "Keyword", "TcloudStatus": "Keyword"}
+    assert attributes == {"TcloudAccount": "Keyword", "TcloudPeriod": "Keyword", "TcloudStatus": "Keyword",
+                          "TcloudAccounts": "KeywordList"}
 
 
 # --- The Dockerfile --------------------------------------------------------------------------------------------
@@ -443,7 +466,7 @@ def test_dockerfile_is_pinned_non_root_and_health_checked() -> None:
     health = [a for ins, a in final_stage() if ins == "HEALTHCHECK"]
     assert health and "/healthz" in health[0]
     exposed = {int(p) for ins, a in final_stage() if ins == "EXPOSE" for p in a.split()}
-    assert exposed == {Settings().api_port, Settings().worker_metrics_port}
+    assert exposed == {Settings().api_port, Settings().cloud_api_port, Settings().worker_metrics_port}
 
 
 def test_image_keeps_the_portals_files_where_the_api_looks_for_them() -> None:
