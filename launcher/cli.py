@@ -298,7 +298,7 @@ def _cloud_api_status(settings: Settings) -> str:
     from temporalio.api.cloud.cloudservice.v1 import GetRegionsRequest, GetRegionsResponse
 
     if settings.cloud_api_port is None:
-        return "off (TCLOUD_CLOUD_API_PORT unset)"
+        return "off (TCLOUD_CLOUD_API_PORT is empty)"
     if not _cloud_api_serving(settings.cloud_api_port):
         raise RuntimeError(f"127.0.0.1:{settings.cloud_api_port} does not report SERVING")
     with grpc.insecure_channel(f"127.0.0.1:{settings.cloud_api_port}") as channel:

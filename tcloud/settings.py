@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     # Worker.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9464
+
+    @field_validator("cloud_api_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        """``TCLOUD_CLOUD_API_PORT=`` (empty) turns the Cloud Ops gRPC server off."""
+        return None if value == "" else value
 
     @property
     def stripe_js(self) -> str:

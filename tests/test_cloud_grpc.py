@@ -394,6 +394,13 @@ async def test_repeated_wrong_keys_are_throttled_like_the_json_door(settings: Se
         assert resp.status == 429
 
 
+def test_the_port_setting_is_on_by_default_and_empty_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TCLOUD_CLOUD_API_PORT", raising=False)
+    assert Settings().cloud_api_port == 3001
+    monkeypatch.setenv("TCLOUD_CLOUD_API_PORT", "")
+    assert Settings().cloud_api_port is None
+
+
 def test_peer_addresses_are_read_for_the_throttle() -> None:
     assert cloud_grpc.peer_address("ipv4:127.0.0.1:50123") == "127.0.0.1"
     assert cloud_grpc.peer_address("ipv6:%5B::1%5D:50123") == "::1"
