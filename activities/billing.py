@@ -3,6 +3,7 @@ and the dunning actions (suspend, resume, write off). Every one is safe to run t
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -90,6 +91,37 @@ class InvoiceOutcome:
 
 
 @dataclass
+class InvoiceBatch:
+    """Accounts to invoice for one period in one activity, ``concurrency`` of them at a time."""
+
+    period: str
+    account_ids: list[str]
+    concurrency: int = 10
+
+
+@dataclass
+class AccountOutcome:
+    """One account of a batch: its invoice as made and collected, or why it could not be made."""
+
+    account_id: str
+    outcome: InvoiceOutcome | None = None
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """What the invoice workflow would report: zero, paid, past_due, ... or failed."""
+        if self.outcome is None:
+            return "failed"
+        payment = self.outcome.payment
+        return payment.status if payment is not None else self.outcome.summary.status
+
+
+@dataclass
+class BatchOutcome:
+    accounts: list[AccountOutcome]
+
+
+@dataclass
 class RunReport:
     """What a billing run reports of itself, for the operators' API to answer without asking the workflow."""
 
@@ -164,7 +196,9 @@ class BillingActivities:
     @activity.defn(name="billing.record_invoice")
     async def record_invoice(self, params: AccountPeriod) -> InvoiceSummary:
         """Price the account-month from the ledger and store it (once; later calls return the stored one)."""
-        invoice_id = await invoicing.record_invoice(self._pool, params.account_id, params.period)
+        made_by = activity.info().workflow_id if activity.in_activity() else None
+        invoice_id = await invoicing.record_invoice(self._pool, params.account_id, params.period,
+                                                    workflow_id=made_by)
         row = await store.invoice_summary(self._pool, invoice_id)
         if row is None:  # recorded just above: only a concurrent delete could get here
             raise ApplicationError(f"invoice {invoice_id} is not recorded")
@@ -180,6 +214,28 @@ class BillingActivities:
         if summary.status == "draft":
             await self.send_invoice(InvoiceRef(summary.invoice_id))
         return InvoiceOutcome(summary, await self.collect_payment(InvoiceRef(summary.invoice_id)))
+
+    @activity.defn(name="billing.make_invoices")
+    async def make_invoices(self, params: InvoiceBatch) -> BatchOutcome:
+        """:meth:`make_invoice` for every account of the batch, ``concurrency`` at a time: the same idempotent
+        steps, so a retry after a crash redoes nothing that was done. An account whose invoice cannot be made is
+        answered with its error (its own invoice workflow takes it from there); the others go on."""
+        outcomes: dict[str, AccountOutcome] = {}
+        gate = asyncio.Semaphore(max(1, params.concurrency))
+
+        async def one(account_id: str) -> None:
+            async with gate:
+                try:
+                    outcome = await self.make_invoice(AccountPeriod(account_id, params.period))
+                except Exception as err:  # reported per account; its own invoice workflow retries it
+                    outcomes[account_id] = AccountOutcome(account_id, error=str(err) or type(err).__name__)
+                else:
+                    outcomes[account_id] = AccountOutcome(account_id, outcome)
+                if activity.in_activity():
+                    activity.heartbeat(len(outcomes))
+
+        await asyncio.gather(*(one(a) for a in params.account_ids))
+        return BatchOutcome([outcomes[a] for a in params.account_ids])
 
     @activity.defn(name="billing.send_invoice")
     async def send_invoice(self, params: InvoiceRef) -> SendResult:

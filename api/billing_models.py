@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tcloud.domain.pricing import dollars
 from tcloud.services.invoicing import AccountMonth
+from workflows.billing_invoice import invoice_workflow_id
 
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
@@ -38,6 +39,9 @@ class InvoiceOut(BaseModel):
     stripe_invoice_id: str | None
     payment_attempts: int
     last_payment_error: str | None
+    workflow_id: str | None = Field(default=None, description="operators only: the workflow to open in the "
+                                    "Temporal UI for it, the batch that made it or, once a payment failed, its "
+                                    "account's own (a batch is named after another account: never shown to customers)")
     covers_from: datetime = Field(description="the first hour this invoice bills")
     covers_to: datetime = Field(description="the hour after the last it bills: the period's end, or the end of "
                                             "the hour the account closed in (its final invoice)")
@@ -126,8 +130,18 @@ class RunOut(BaseModel):
     updated_at: datetime | None = Field(default=None, description="when the run last recorded its state")
 
 
-def invoice_out(row: asyncpg.Record, lines: list[asyncpg.Record] | None = None) -> InvoiceOut:
-    return InvoiceOut(
+def _workflow_of(row: asyncpg.Record) -> str:
+    """Dunning (a failed payment and whatever follows) runs in the account's own invoice workflow; the first
+    attempt ran where the invoice was made (a billing batch, or that same workflow for older invoices)."""
+    own = invoice_workflow_id(row["account_id"], row["period"])
+    if row["status"] in ("past_due", "written_off") or row["payment_attempts"] > 1:
+        return own
+    return str(row["workflow_id"] or own)
+
+
+def invoice_out(row: asyncpg.Record, lines: list[asyncpg.Record] | None = None, *,
+                for_operator: bool = False) -> InvoiceOut:
+    return InvoiceOut(workflow_id=_workflow_of(row) if for_operator else None,
         id=row["id"], account_id=row["account_id"], period=row["period"], status=row["status"], plan=row["plan"],
         price_book_version=row["price_book_version"], currency=row["currency"], total_cents=row["total_cents"],
         total=dollars(row["total_cents"]), hosted_invoice_url=row["hosted_invoice_url"],

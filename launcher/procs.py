@@ -191,7 +191,7 @@ def temporal_process(*, db_file: Path, ports: TemporalPorts, log: Path, namespac
         "--log-level", "warn",
     ]
     for name, kind in SEARCH_ATTRIBUTES.items():  # the billing workflows' own, as the dev server spells their types
-        type_name = IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").title()
+        type_name = IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").title().replace("_", "")
         argv += ["--search-attribute", f"{name}={type_name}"]
     argv += ["--headless"] if headless else ["--ui-port", str(ports.ui)]
     for ns in namespaces:

@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import stripe
 from temporalio import workflow
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import ScheduleActionStartWorkflow
 from temporalio.service import RPCError
@@ -22,6 +21,7 @@ from temporalio.worker import Worker
 
 from tcloud.domain.billing_period import period_bounds
 from tcloud.platform.clients import prometheus_client
+from tcloud.platform.temporal import SEARCH_ATTRIBUTES
 from tcloud.settings import Settings
 from workers import cap_billing
 from workers.registry import Clients
@@ -38,11 +38,10 @@ class ScheduleStandIn:
 
 
 async def register_search_attributes(env: WorkflowEnvironment) -> None:
-    for name in ("TcloudAccount", "TcloudPeriod", "TcloudStatus"):
+    for name, kind in SEARCH_ATTRIBUTES.items():
         try:
             await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}))
+                namespace=env.client.namespace, search_attributes={name: kind}))
         except RPCError:
             pass  # already registered by another test of this session
 

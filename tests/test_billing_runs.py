@@ -54,7 +54,8 @@ async def test_a_cancelled_run_invoices_each_account_fully_once_or_not_at_all(
         await add_usage(pool, account.id, CANCELLED, actions=1_000_000)
     await complete_hours(pool, CANCELLED)
     await temporal_client.start_workflow(
-        BillingRunWorkflow.run, BillingRunInput(period=CANCELLED, grace_hours=0, max_concurrent=1),
+        BillingRunWorkflow.run, BillingRunInput(period=CANCELLED, grace_hours=0, max_concurrent=1, batch_size=1,
+                                                batch_concurrency=1),
         id=billing_run_id(CANCELLED), task_queue=settings.task_queue)
 
     async def some_invoiced() -> bool:

@@ -153,16 +153,20 @@ async def test_namespace_usage_invoice_and_keys(
         status = console.locator(f"[data-testid='invoice-status-{customer.id}']")
         await status.wait_for(timeout=15000)
         assert "paid" in await status.inner_text()
-        link = console.locator(f"a[data-workflow-id='billing/{customer.id}/{period}']")
+        # The invoice links to the billing batch that made it (the batch's first account names it).
+        made_by = await pool.fetchval("SELECT workflow_id FROM invoices WHERE account_id = $1 AND period = $2",
+                                      customer.id, period)
+        assert made_by is not None and made_by.startswith(f"billing-batch/{period}/")
+        link = console.locator(f"a[data-workflow-id='{made_by}']")
         href = await link.get_attribute("href")
         assert href is not None and href.startswith(settings.temporal_ui_url)
-        workflow_path = f"/namespaces/{settings.control_namespace}/workflows/billing/{customer.id}/{period}"
+        workflow_path = f"/namespaces/{settings.control_namespace}/workflows/{made_by}"
         assert unquote(href).endswith(workflow_path)
         await screenshot(console, "console-billing-run")
 
         # The link opens the workflow in the real Temporal UI.
         ui = await b.new_page(viewport={"width": 1200, "height": 900})
         await ui.goto(href)
-        await ui.get_by_text(f"billing/{customer.id}/{period}").first.wait_for(timeout=30000)
+        await ui.get_by_text(made_by).first.wait_for(timeout=30000)
         await screenshot(ui, "temporal-ui-billing-workflow")
 

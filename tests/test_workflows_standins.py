@@ -29,10 +29,13 @@ from activities.backup import (
     RestoreResult,
 )
 from activities.billing import (
+    AccountOutcome,
     AccountPage,
     AccountPageInput,
     AccountPeriod,
+    BatchOutcome,
     Completeness,
+    InvoiceBatch,
     InvoiceOutcome,
     InvoiceRef,
     InvoiceSummary,
@@ -60,6 +63,7 @@ from tests.standin_support import (
 from workflows.accounts import AccountSetupInput, AccountSetupOutput, AccountSetupWorkflow, account_setup_workflow_id
 from workflows.backup import BackupInput, BackupWorkflow, RestoreWorkflow
 from workflows.billing import BillingRunInput, BillingRunWorkflow, billing_run_id
+from workflows.billing_batch import BillingBatchWorkflow, batch_workflow_id
 from workflows.billing_invoice import (
     InvoiceInput,
     InvoiceStatus,
@@ -104,7 +108,7 @@ def failure_of(err: pytest.ExceptionInfo[WorkflowFailureError]) -> ApplicationEr
 
 def test_a_standin_must_use_a_real_activity_name() -> None:
     with pytest.raises(AssertionError, match="no real activity"):
-        standin("billing.make_invoices")
+        standin("billing.make_invoicez")
     standin("billing.make_invoice")
     standin("register_namespace")
 
@@ -397,7 +401,9 @@ async def test_an_operator_write_off_ends_dunning_without_retrying(time_skipping
 async def test_the_billing_run_waits_for_the_ledger_then_invoices_every_account_once(
         time_skipping_env: WorkflowEnvironment) -> None:
     """The month in progress: the run sleeps to its end plus the grace hours, polls the ledger until complete,
-    then starts one invoice workflow per account, two at a time, continuing as new every two accounts."""
+    then invoices the accounts in batches of two, one batch at a time, continuing as new every two pages; an
+    account whose payment fails is handed to its own invoice workflow for dunning, starting from the invoice the
+    batch made."""
     await register_search_attributes(time_skipping_env)
     calls = Calls()
     period = period_of(datetime.now(UTC))
@@ -414,41 +420,59 @@ async def test_the_billing_run_waits_for_the_ledger_then_invoices_every_account_
         calls.record(params)
         return AccountPage([a for a in accounts if a > params.after][:params.limit])
 
+    def made(account_id: str) -> InvoiceOutcome:
+        summary = InvoiceSummary(f"inv-{account_id}", account_id, period, "open", 500)
+        if account_id == "gamma":
+            return InvoiceOutcome(summary, PaymentResult(False, "past_due", 1, "card declined"))
+        return InvoiceOutcome(summary, PaymentResult(True, "paid", 1))
+
+    @standin("billing.make_invoices")
+    async def make_invoices(params: InvoiceBatch) -> BatchOutcome:
+        calls.record(params)
+        return BatchOutcome([AccountOutcome(a, made(a)) for a in params.account_ids])
+
     @standin("billing.make_invoice")
     async def make_invoice(params: AccountPeriod) -> InvoiceOutcome:
         calls.record(params)
-        summary = InvoiceSummary(f"inv-{params.account_id}", params.account_id, params.period, "open", 500)
-        return InvoiceOutcome(summary, PaymentResult(True, "paid", 1))
+        return made(params.account_id)
 
     @standin("billing.report_run")
     async def report_run(params: RunReport) -> None:
         calls.record(params)
 
-    standins: list[Callable[..., Any]] = [check_period_complete, list_accounts, make_invoice, report_run]
-    async with standin_worker(time_skipping_env, [BillingRunWorkflow, InvoiceWorkflow], standins) as queue:
+    standins: list[Callable[..., Any]] = [check_period_complete, list_accounts, make_invoices, make_invoice,
+                                          report_run]
+    async with standin_worker(time_skipping_env, [BillingRunWorkflow, BillingBatchWorkflow, InvoiceWorkflow],
+                              standins) as queue:
         out = await run(time_skipping_env, queue, BillingRunWorkflow.run,
                         BillingRunInput(period=period, grace_hours=6, poll_minutes=30, max_concurrent=2, page_size=2,
-                                        accounts_per_run=2),
+                                        accounts_per_run=2, batch_size=2, batch_concurrency=2),
                         id=billing_run_id(period), within=timedelta(days=40))
+        gamma = time_skipping_env.client.get_workflow_handle_for(InvoiceWorkflow.run,
+                                                                 invoice_workflow_id("gamma", period))
+        dunning = await gamma.query(InvoiceWorkflow.status)
 
     _, end = period_bounds(period)
     checks = calls.named("billing.check_period_complete")
     assert checks[0].started >= end + timedelta(hours=6)
     assert hours_after(checks[0].started, checks) == [0, 0.5, 1]
     assert calls.args("billing.check_period_complete") == [PeriodInput(period)] * 3
-    invoiced = calls.named("billing.make_invoice")
-    assert sorted(c.arg.account_id for c in invoiced) == accounts
-    assert all(c.workflow_id == invoice_workflow_id(c.arg.account_id, period) for c in invoiced)
-    assert all(c.started > checks[-1].started for c in invoiced)
+    batches = calls.named("billing.make_invoices")
+    assert [c.arg.account_ids for c in batches] == [["acme", "beta"], ["delta", "gamma"], ["omega"]]
+    assert [c.workflow_id for c in batches] == [batch_workflow_id(period, c.arg.account_ids[0]) for c in batches]
+    assert all(c.started > checks[-1].started for c in batches)
     # Pages of two, resumed after continue-as-new from the last account started.
     assert [a.after for a in calls.args("billing.list_accounts")] == ["", "beta", "gamma"]
-    assert out.phase == "done" and out.counts == {"paid": 5} and out.in_flight == 0
+    assert out.phase == "done" and out.counts == {"paid": 4, "past_due": 1} and out.in_flight == 0
+    # Only gamma got a workflow of its own, in dunning from the invoice the batch made (not made again).
+    assert calls.args("billing.make_invoice") == []
+    assert (dunning.state, dunning.invoice_id, dunning.payment_attempts) == ("past_due", "inv-gamma", 1)
     # What the run wrote to billing_runs as it went: each phase, the ledger's gap, each continue-as-new, its end.
     reports = [(r.status, r.phase, r.missing_hours) for r in calls.args("billing.report_run")]
     assert reports[:3] == [("running", "waiting_for_period_end", -1), ("running", "waiting_for_usage", 7),
                            ("running", "waiting_for_usage", 0)]
     assert reports[-2:] == [("running", "draining", 0), ("completed", "done", 0)]
-    assert calls.args("billing.report_run")[-1].counts == {"paid": 5}
+    assert calls.args("billing.report_run")[-1].counts == {"paid": 4, "past_due": 1}
 
 
 # --- spend alerts ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tcloud.platform.schedules import upsert_schedule
 from tcloud.settings import Settings
 from workers.capability import Clients, activity_methods
 from workflows.billing import BillingMonthlyTick, BillingRunInput, BillingRunWorkflow
+from workflows.billing_batch import BillingBatchWorkflow
 from workflows.billing_invoice import DunningPolicy, InvoiceWorkflow
 from workflows.spend_alerts import DeliveryPolicy, SpendAlertDeliveryWorkflow, SpendAlertsRun, SpendAlertsWorkflow
 
@@ -68,7 +69,8 @@ def alerts_schedule(settings: Settings) -> Schedule:
 
 
 def workflows() -> list[type]:
-    return [BillingMonthlyTick, BillingRunWorkflow, InvoiceWorkflow, SpendAlertsWorkflow, SpendAlertDeliveryWorkflow]
+    return [BillingMonthlyTick, BillingRunWorkflow, BillingBatchWorkflow, InvoiceWorkflow, SpendAlertsWorkflow,
+            SpendAlertDeliveryWorkflow]
 
 
 def activities(c: Clients) -> list[Callable[..., Any]]:

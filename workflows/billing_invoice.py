@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.billing import (
         AccountPeriod,
         BillingActivities,
+        InvoiceOutcome,
         InvoiceRef,
         SuspendInput,
         WriteOffInput,
@@ -50,10 +51,14 @@ class DunningPolicy:
 
 @dataclass
 class InvoiceInput:
+    """``made``: the invoice as a billing batch already made and tried to collect it; this workflow then only runs
+    dunning (a batch hands over each account whose payment failed)."""
+
     account_id: str
     period: str
     dunning: DunningPolicy = field(default_factory=DunningPolicy)
     notify_parent: bool = True
+    made: InvoiceOutcome | None = None
 
 
 @dataclass
@@ -127,9 +132,11 @@ class InvoiceWorkflow:
     async def run(self, params: InvoiceInput) -> InvoiceStatus:
         self._status = InvoiceStatus(params.account_id, params.period)
         try:
-            outcome = await workflow.execute_activity_method(
-                BillingActivities.make_invoice, AccountPeriod(params.account_id, params.period),
-                start_to_close_timeout=STRIPE, heartbeat_timeout=HEARTBEAT)
+            outcome = params.made
+            if outcome is None:
+                outcome = await workflow.execute_activity_method(
+                    BillingActivities.make_invoice, AccountPeriod(params.account_id, params.period),
+                    start_to_close_timeout=STRIPE, heartbeat_timeout=HEARTBEAT)
             summary, payment = outcome.summary, outcome.payment
             self._status.invoice_id, self._status.total_cents = summary.invoice_id, summary.total_cents
             self._status.state = summary.status

@@ -234,6 +234,7 @@ async def admin_invoices(request: web.Request) -> web.Response:
     require_operator(request)
     rows = await store.all_invoices(request.app[POOL], status=_status_filter(request),
                                     period=_period_filter(request), limit=_limit(request))
-    return web.json_response(InvoiceList(invoices=[invoice_out(r) for r in rows]).model_dump(mode="json"))
+    invoices = [invoice_out(r, for_operator=True) for r in rows]
+    return web.json_response(InvoiceList(invoices=invoices).model_dump(mode="json"))
 
 

@@ -98,7 +98,7 @@ async function billingView() {
                                                statusBadge(i.status)) },
           { label: "Total", num: true, render: (i) => money(i.total_cents, i.currency) },
           { label: "Payment attempts", num: true, key: "payment_attempts" },
-          { label: "Workflow", render: (i) => workflowLink(`billing/${i.account_id}/${i.period}`) },
+          { label: "Workflow", render: (i) => workflowLink(i.workflow_id) },
         ], invoices, { testid: "run-invoices" }) : empty("No invoices for this period."),
       ];
     });

@@ -27,6 +27,8 @@ SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
     "TcloudAccount": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "TcloudPeriod": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "TcloudStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    # Every account a billing batch invoices: `TcloudAccounts = 'acme' AND TcloudPeriod = '2026-11'` finds it.
+    "TcloudAccounts": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
 }
 
 

@@ -77,8 +77,9 @@ async def price_account_month(conn: asyncpg.Connection | asyncpg.Pool, account_i
     return AccountMonth(account_id, period, start, hour_to, priced, tuple(sums))
 
 
-async def record_invoice(pool: asyncpg.Pool, account_id: str, period: str) -> str:
-    """Price the account-month and store the invoice with its lines and their ledger sources, once.
+async def record_invoice(pool: asyncpg.Pool, account_id: str, period: str, *, workflow_id: str | None = None) -> str:
+    """Price the account-month and store the invoice with its lines and their ledger sources, once
+    (``workflow_id``: the workflow making it, for operators to find).
 
     Returns:
         The invoice id (stored by this call or an earlier one).
@@ -91,6 +92,7 @@ async def record_invoice(pool: asyncpg.Pool, account_id: str, period: str) -> st
     line_no = {line.kind: n for n, line in enumerate(priced.lines, start=1)}
     await store.insert_invoice_with_lines(
         pool, invoice_id, account_id=account_id, period=period, hour_from=month.hour_from, hour_to=month.hour_to,
+        workflow_id=workflow_id,
         status="zero" if priced.total_cents == 0 else "draft", priced=priced,
         sources=[LineSource(line_no[METRIC_LINE[s.metric]], s.namespace, s.metric, s.rows, s.quantity)
                  for s in month.sums])

@@ -113,7 +113,8 @@ async def invoice_exists(conn: asyncpg.Pool | asyncpg.Connection, invoice_id: st
 
 async def insert_invoice_with_lines(conn: asyncpg.Pool | asyncpg.Connection, invoice_id: str, *, account_id: str,
                                     period: str, hour_from: datetime, hour_to: datetime, status: str,
-                                    priced: PricedInvoice, sources: Sequence[LineSource]) -> bool:
+                                    priced: PricedInvoice, sources: Sequence[LineSource],
+                                    workflow_id: str | None = None) -> bool:
     """Store the invoice, its lines (numbered from 1), their ledger sources and its event in one transaction, once.
 
     Returns:
@@ -122,11 +123,11 @@ async def insert_invoice_with_lines(conn: asyncpg.Pool | asyncpg.Connection, inv
     async with connection(conn) as c, c.transaction():
         inserted = await c.fetchval(
             """INSERT INTO invoices (id, account_id, period, period_start, period_end, plan, price_book_version,
-                                     days_billed, days_in_period, currency, total_cents, status)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                     days_billed, days_in_period, currency, total_cents, status, workflow_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                ON CONFLICT DO NOTHING RETURNING 1""",
             invoice_id, account_id, period, hour_from, hour_to, priced.plan, priced.price_book_version,
-            priced.days_billed, priced.days_in_period, priced.currency, priced.total_cents, status,
+            priced.days_billed, priced.days_in_period, priced.currency, priced.total_cents, status, workflow_id,
         )
         if not inserted:
             return False
