@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.api.cloud.cloudservice.v1 import GetAccountRequest
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import cloud_service
@@ -219,8 +220,10 @@ async def _close(request: web.Request, account_id: str, reason: str) -> web.Resp
     try:
         await request.app[TEMPORAL].start_workflow(AccountClosureWorkflow.run, params, id=workflow_id,
                                                    task_queue=settings.task_queue)
-    except Exception:
+    except Exception as err:
         await store.reopen_account(pool, account_id)  # nothing will finish this closure: take it back
+        if isinstance(err, WorkflowAlreadyStartedError):  # an earlier closure, reopened, is still winding down
+            raise ApiError(409, "the previous closure of this account is still ending: try again shortly") from err
         raise
     return web.json_response(ClosingAccount(account=AccountView(**_view(row)), closureWorkflowId=workflow_id)
                              .model_dump(), status=202)
