@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import time
+import weakref
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -96,5 +98,24 @@ async def customer_of_key(app: web.Application, token: str | None, client: str) 
     if not apikeys.matches(token, row["secret_hash"] if row is not None else _NO_HASH) or row is None:
         throttle_of(app).record_failure(client)
         raise ApiError(401, "invalid API key")
-    await mark_key_used(app[POOL], row["id"])
+    await _mark_used(app, row["id"])
     return Customer(account_id=row["account_id"], key_id=row["id"], account_status=row["status"])
+
+
+# When this process last recorded each key's use, per application: the database keeps one write a minute per key,
+# so a key this process marked less than a minute ago needs no statement at all.
+_MARKED: weakref.WeakKeyDictionary[web.Application, dict[str, float]] = weakref.WeakKeyDictionary()
+_MARK_EVERY_SECONDS = 60.0
+
+
+async def _mark_used(app: web.Application, key_id: str) -> None:
+    marked = _MARKED.setdefault(app, {})
+    now = time.monotonic()
+    last = marked.get(key_id)
+    if last is not None and now - last < _MARK_EVERY_SECONDS:
+        return
+    if len(marked) > 10_000:  # keys not seen for a minute are forgotten
+        for stale in [k for k, at in marked.items() if now - at >= _MARK_EVERY_SECONDS]:
+            del marked[stale]
+    marked[key_id] = now
+    await mark_key_used(app[POOL], key_id)

@@ -1,10 +1,18 @@
-"""Ledger rows into Cloud Ops ``GetUsage`` summaries (``temporalio.api.cloud.usage.v1``), per day or per hour."""
+"""Ledger rows into Cloud Ops ``GetUsage`` summaries (``temporalio.api.cloud.usage.v1``), per day or per hour.
+
+Two renderings of the same answer: the messages (:func:`summaries`, :func:`to_json`), which define it and serve the
+live estimate, and the JSON text written directly (:func:`record_groups_json`, :func:`summary_json`,
+:func:`response_json`), which ``GET /cloud/usage`` serves: protobuf's JSON mapping costs about 15 µs a record, and
+an hour of 100 namespaces has 300. :class:`RenderedBuckets` keeps what was rendered of each day or hour.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -82,3 +90,68 @@ def summaries(entries: Iterable[LedgerEntry], collected: Mapping[str, set[dateti
 def to_json(items: list[Summary]) -> dict[str, Any]:
     """The ``GetUsageResponse`` in protobuf's JSON mapping (as the other Cloud Ops routes), zero values kept."""
     return MessageToDict(GetUsageResponse(summaries=items), always_print_fields_with_no_presence=True)
+
+
+# The text of each record up to its value, per ledger metric, and the factor from the ledger's unit.
+_RECORD_TEXT = {
+    metric: (f'{{"type": "{RecordType.Name(record_type)}", "unit": "{RecordUnit.Name(unit)}", "value": ',  # type: ignore[arg-type]
+             factor)
+    for metric, (record_type, unit, factor) in _RECORDS.items()}
+_GROUP_BY = f'{{"groupBys": [{{"key": "{GroupByKey.Name(GroupByKey.GROUP_BY_KEY_NAMESPACE)}", "value": '
+
+
+def record_groups_json(quantities: Mapping[str, Mapping[str, Decimal]]) -> bytes:
+    """``record_groups(quantities)`` as protobuf's JSON mapping renders it (the same values, written directly)."""
+    groups = []
+    for namespace in sorted(quantities):
+        per_metric = quantities[namespace]
+        records = ", ".join(f"{prefix}{float(per_metric[metric] * factor)!r}}}"
+                            for metric, (prefix, factor) in _RECORD_TEXT.items() if metric in per_metric)
+        groups.append(f"{_GROUP_BY}{json.dumps(namespace)}}}], \"records\": [{records}]}}")
+    return ("[" + ", ".join(groups) + "]").encode()
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+def summary_json(start: datetime, end: datetime, record_groups: bytes, incomplete: bool) -> bytes:
+    """One ``Summary`` in protobuf's JSON mapping, its record groups already rendered (:func:`record_groups_json`);
+    ``start`` and ``end`` are whole seconds."""
+    return b"".join((f'{{"startTime": "{_rfc3339(start)}", "endTime": "{_rfc3339(end)}", "recordGroups": '.encode(),
+                     record_groups, b', "incomplete": true}' if incomplete else b', "incomplete": false}'))
+
+
+def response_json(summaries_json: Iterable[bytes], extra: Mapping[str, Any]) -> bytes:
+    """The ``GetUsageResponse`` body: the rendered summaries, an empty ``nextPageToken``, then ``extra``'s keys."""
+    tail = "".join(f", {json.dumps(key)}: {json.dumps(value)}" for key, value in extra.items())
+    return b"".join((b'{"summaries": [', b", ".join(summaries_json), b'], "nextPageToken": ""', tail.encode(), b"}"))
+
+
+class RenderedBuckets:
+    """The record groups rendered of each ``(account, granularity, bucket start)``, each with the version of its
+    day's ledger rows it was rendered from (``tcloud.store.usage.day_versions``): valid while that version stands.
+    Least recently used first out, past ``max_bytes``."""
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[tuple[str, str, datetime], tuple[int | None, bytes]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, datetime], version: int | None) -> bytes | None:
+        """The text kept for ``key`` if it was rendered at ``version``, else None."""
+        item = self._items.get(key)
+        if item is None or item[0] != version:
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: tuple[str, str, datetime], version: int | None, text: bytes) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old[1])
+        self._items[key] = (version, text)
+        self.size += len(text)
+        while self.size > self.max_bytes and self._items:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.size -= len(dropped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,9 +19,8 @@ from api.auth import require_customer
 from api.cloud_json import proto_schema
 from api.errors import ApiError
 from api.openapi import documented
-from api.usage_summaries import LedgerEntry
 from tcloud.domain import metering
-from tcloud.domain.metering import floor_hour
+from tcloud.domain.metering import COLLECTORS, HOUR, floor_hour
 from tcloud.platform.clients import prometheus_client
 from tcloud.store import usage as usage_store
 
@@ -103,16 +103,49 @@ async def get_usage(request: web.Request) -> web.Response:
     want_estimate = request.query.get("estimate", "false")
     if want_estimate not in ("true", "false"):
         raise ApiError(400, "estimate must be 'true' or 'false'")
+    step = usage_summaries.STEPS[granularity]
+    buckets = [start + i * step for i in range((end - start) // step)]
+    groups = await _record_groups(request, customer.account_id, granularity, buckets)
+    counts = await usage_store.collected_counts(request.app[POOL], COLLECTORS, start, end,
+                                                "hour" if granularity == "hour" else "day")
+    complete = len(COLLECTORS) * (step // HOUR)
+    extra = {"currentHourEstimate": await _estimate(request, customer.account_id)} if want_estimate == "true" else {}
+    body = usage_summaries.response_json(
+        (usage_summaries.summary_json(b, b + step, groups[b], counts.get(b, 0) < complete) for b in buckets), extra)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+_RENDERED: weakref.WeakKeyDictionary[web.Application, usage_summaries.RenderedBuckets] = weakref.WeakKeyDictionary()
+
+
+async def _record_groups(request: web.Request, account_id: str, granularity: str,
+                         buckets: list[datetime]) -> dict[datetime, bytes]:
+    """The rendered record groups of each bucket: kept ones while their day's ledger rows are unchanged, the others
+    summed by Postgres (per day from the daily rollup, per hour from the ledger) and rendered."""
     pool = request.app[POOL]
-    rows = await usage_store.account_ledger_between(pool, customer.account_id, start, end)
-    marks = await usage_store.collected_hours_between(pool, start, end)
-    collected: dict[str, set[datetime]] = {}
-    for m in marks:
-        collected.setdefault(m["collector"], set()).add(m["hour"])
-    items = usage_summaries.summaries((LedgerEntry(r["namespace"], r["hour"], r["metric"], r["quantity"])
-                                       for r in rows), collected, start, end, usage_summaries.STEPS[granularity])
-    body = usage_summaries.to_json(items)
-    body["nextPageToken"] = ""
-    if want_estimate == "true":
-        body["currentHourEstimate"] = await _estimate(request, customer.account_id)
-    return web.json_response(body)
+    rendered = _RENDERED.setdefault(request.app, usage_summaries.RenderedBuckets())
+    # Versions first: rows read after them are at least as new, so text kept under a version is never older.
+    versions = await usage_store.day_versions(pool, account_id, buckets[0].date(), buckets[-1].date())
+    out: dict[datetime, bytes] = {}
+    missing: list[datetime] = []
+    for bucket in buckets:
+        text = rendered.get((account_id, granularity, bucket), versions.get(bucket.date()))
+        if text is None:
+            missing.append(bucket)
+        else:
+            out[bucket] = text
+    if not missing:
+        return out
+    quantities: dict[datetime, dict[str, dict[str, Decimal]]] = {b: {} for b in missing}
+    if granularity == "day":
+        rows = await usage_store.account_daily_quantities(pool, account_id, [b.date() for b in missing])
+        for r in rows:
+            day = datetime(r["day"].year, r["day"].month, r["day"].day, tzinfo=UTC)
+            quantities[day].setdefault(r["namespace"], {})[r["metric"]] = r["quantity"]
+    else:
+        for r in await usage_store.account_hourly_quantities(pool, account_id, missing):
+            quantities[r["hour"]].setdefault(r["namespace"], {})[r["metric"]] = r["quantity"]
+    for bucket in missing:
+        out[bucket] = usage_summaries.record_groups_json(quantities[bucket])
+        rendered.put((account_id, granularity, bucket), versions.get(bucket.date()), out[bucket])
+    return out

@@ -16,6 +16,7 @@ import asyncpg
 from tcloud.domain.billing_period import billed_until, days_billed, days_in_period, first_day, period_bounds
 from tcloud.domain.pricing import PricedInvoice, Usage, price_book_for, price_usage
 from tcloud.store import invoices as store
+from tcloud.store import usage as usage_store
 from tcloud.store.invoices import LedgerSum, LineSource
 
 # Ledger metric -> the invoice line kind that sums it.
@@ -45,8 +46,9 @@ class UnknownAccount(LookupError):
 
 async def ledger_sums(conn: asyncpg.Connection | asyncpg.Pool, account_id: str, hour_from: datetime,
                       hour_to: datetime) -> list[LedgerSum]:
-    """The account's billable ledger rows in ``[hour_from, hour_to)``, summed per metric and namespace."""
-    return await store.ledger_sums(conn, account_id, hour_from, hour_to)
+    """The account's billable ledger rows in ``[hour_from, hour_to)``, counted and summed per metric and namespace
+    (from the usage rollups: a month reads one row per namespace and metric, not one per hour)."""
+    return await usage_store.account_ledger_sums(conn, account_id, hour_from, hour_to)
 
 
 def usage_of(sums: list[LedgerSum] | tuple[LedgerSum, ...]) -> Usage:
@@ -70,7 +72,7 @@ async def price_account_month(conn: asyncpg.Connection | asyncpg.Pool, account_i
     hour_to = billed_until(period, account["closed_at"])  # a closed account is billed up to its closure
     if until is not None:
         hour_to = max(start, min(hour_to, until))
-    sums = await store.ledger_sums(conn, account_id, start, hour_to)
+    sums = await ledger_sums(conn, account_id, start, hour_to)
     priced = price_usage(price_book_for(first_day(period)), account["plan"], usage_of(sums),
                          days_billed=days_billed(period, account["created_at"], account["closed_at"]),
                          days_in_period=days_in_period(period))
