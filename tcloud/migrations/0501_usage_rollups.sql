@@ -8,6 +8,8 @@
 -- usage_day_versions: per account and UTC day, a number that changes with every change to that day's ledger rows
 -- (from a sequence, so it never comes back even after a TRUNCATE): the API keeps what it rendered of a day for as long
 -- as the day's version is unchanged.
+-- Every hour's write updates its day's and month's rows in place: half-empty pages let those updates stay on the
+-- page without touching the indexes (HOT).
 
 CREATE TABLE usage_daily (
     account_id  text NOT NULL,
@@ -18,7 +20,7 @@ CREATE TABLE usage_daily (
     ledger_rows bigint NOT NULL,
     quantity    numeric NOT NULL,
     PRIMARY KEY (account_id, day, namespace, metric, billable)
-);
+) WITH (fillfactor = 50);
 
 CREATE TABLE usage_monthly (
     account_id  text NOT NULL,
@@ -29,7 +31,7 @@ CREATE TABLE usage_monthly (
     ledger_rows bigint NOT NULL,
     quantity    numeric NOT NULL,
     PRIMARY KEY (account_id, month, namespace, metric, billable)
-);
+) WITH (fillfactor = 50);
 
 CREATE SEQUENCE usage_version_seq;
 
@@ -38,7 +40,7 @@ CREATE TABLE usage_day_versions (
     day        date NOT NULL,
     version    bigint NOT NULL,
     PRIMARY KEY (account_id, day)
-);
+) WITH (fillfactor = 50);
 
 -- Applies a ledger statement's rows to the rollups: new rows count +1, old rows -1 (an UPDATE is both). Keys are
 -- grouped and taken in order, so writers that overlap lock rollup rows in the same order. The transition tables'
