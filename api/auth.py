@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from api.appkeys import POOL, SETTINGS
 from api.errors import ApiError
 from api.throttle import client_address, throttle_of
-from tcloud.domain import apikeys
+from tcloud.domain import access, apikeys
 from tcloud.store.accounts import find_active_key_by_prefix, mark_key_used
 
 _NO_HASH = bytes(32)  # compared against when no key has the presented prefix
@@ -20,14 +22,25 @@ _NO_HASH = bytes(32)  # compared against when no key has the presented prefix
 
 @dataclass(frozen=True)
 class Customer:
+    """The caller behind an API key: its account, and the user or service account that owns the key."""
+
     account_id: str
     key_id: str
     account_status: str
+    owner_id: str = ""
+    owner_kind: str = "service_account"
+    role: str = "admin"  # the owner's account role (tcloud.domain.access)
+    namespace_access: Mapping[str, str] = field(default_factory=dict)
 
     def require_writable(self) -> None:
         """Suspended accounts may read but not create or change resources."""
         if self.account_status != "active":
             raise ApiError(403, f"account is {self.account_status}: resources cannot be created or changed")
+
+    def require(self, action: access.Action) -> None:
+        """403 unless the key's owner's account role allows ``action``."""
+        if not access.may(self.role, action):
+            raise ApiError(403, f"the account role {self.role} does not allow {action}")
 
 
 def bearer(request: web.Request) -> str | None:
@@ -78,6 +91,13 @@ async def require_customer(request: web.Request) -> Customer:
     return await customer_of_key(request.app, bearer(request), client_address(request))
 
 
+async def require_billing(request: web.Request) -> Customer:
+    """:func:`require_customer` for billing and usage: account admins and finance admins only (else 403)."""
+    customer = await require_customer(request)
+    customer.require("billing.read")
+    return customer
+
+
 async def customer_of_key(app: web.Application, token: str | None, client: str) -> Customer:
     """The account behind an API key, for either door (the JSON routes and the gRPC server).
 
@@ -99,7 +119,9 @@ async def customer_of_key(app: web.Application, token: str | None, client: str) 
         throttle_of(app).record_failure(client)
         raise ApiError(401, "invalid API key")
     await _mark_used(app, row["id"])
-    return Customer(account_id=row["account_id"], key_id=row["id"], account_status=row["status"])
+    return Customer(account_id=row["account_id"], key_id=row["id"], account_status=row["status"],
+                    owner_id=row["owner_id"], owner_kind=row["owner_kind"], role=row["account_role"],
+                    namespace_access=json.loads(row["namespace_access"]))
 
 
 # When this process last recorded each key's use, per application: the database keeps one write a minute per key,

@@ -62,6 +62,19 @@ METHODS: dict[str, Method] = {
     "GetApiKey": cloud_service.get_api_key,
     "CreateApiKey": cloud_service.create_api_key,
     "DeleteApiKey": cloud_service.delete_api_key,
+    "UpdateApiKey": cloud_service.update_api_key,
+    "CreateUser": cloud_service.create_user,
+    "GetUser": cloud_service.get_user,
+    "GetUsers": cloud_service.get_users,
+    "UpdateUser": cloud_service.update_user,
+    "DeleteUser": cloud_service.delete_user,
+    "SetUserNamespaceAccess": cloud_service.set_user_namespace_access,
+    "CreateServiceAccount": cloud_service.create_service_account,
+    "GetServiceAccount": cloud_service.get_service_account,
+    "GetServiceAccounts": cloud_service.get_service_accounts,
+    "UpdateServiceAccount": cloud_service.update_service_account,
+    "DeleteServiceAccount": cloud_service.delete_service_account,
+    "SetServiceAccountNamespaceAccess": cloud_service.set_service_account_namespace_access,
 }
 
 _CODES = {

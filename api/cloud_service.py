@@ -9,6 +9,7 @@ Validation, errors and the workflows started are therefore the same whichever do
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -23,10 +24,18 @@ from temporalio.api.cloud.cloudservice.v1 import (
     CreateApiKeyResponse,
     CreateNamespaceRequest,
     CreateNamespaceResponse,
+    CreateServiceAccountRequest,
+    CreateServiceAccountResponse,
+    CreateUserRequest,
+    CreateUserResponse,
     DeleteApiKeyRequest,
     DeleteApiKeyResponse,
     DeleteNamespaceRequest,
     DeleteNamespaceResponse,
+    DeleteServiceAccountRequest,
+    DeleteServiceAccountResponse,
+    DeleteUserRequest,
+    DeleteUserResponse,
     GetAccountRequest,
     GetAccountResponse,
     GetApiKeyRequest,
@@ -43,10 +52,39 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetNamespacesResponse,
     GetRegionsRequest,
     GetRegionsResponse,
+    GetServiceAccountRequest,
+    GetServiceAccountResponse,
+    GetServiceAccountsRequest,
+    GetServiceAccountsResponse,
+    GetUserRequest,
+    GetUserResponse,
+    GetUsersRequest,
+    GetUsersResponse,
+    SetServiceAccountNamespaceAccessRequest,
+    SetServiceAccountNamespaceAccessResponse,
+    SetUserNamespaceAccessRequest,
+    SetUserNamespaceAccessResponse,
+    UpdateApiKeyRequest,
+    UpdateApiKeyResponse,
     UpdateNamespaceRequest,
     UpdateNamespaceResponse,
+    UpdateServiceAccountRequest,
+    UpdateServiceAccountResponse,
+    UpdateUserRequest,
+    UpdateUserResponse,
 )
-from temporalio.api.cloud.identity.v1 import ApiKey, ApiKeySpec
+from temporalio.api.cloud.identity.v1 import Access as AccessMessage
+from temporalio.api.cloud.identity.v1 import (
+    AccountAccess,
+    ApiKey,
+    ApiKeySpec,
+    NamespaceAccess,
+    OwnerType,
+    ServiceAccount,
+    ServiceAccountSpec,
+    User,
+    UserSpec,
+)
 from temporalio.api.cloud.operation.v1 import AsyncOperation
 from temporalio.api.cloud.region.v1 import Region
 from temporalio.api.cloud.resource.v1 import ResourceState
@@ -58,11 +96,14 @@ from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import Customer
 from api.errors import ApiError
 from api.namespace_json import checked_spec, namespace_message
+from tcloud.domain import access
 from tcloud.domain.namespace_names import namespace_id
 from tcloud.settings import Settings
 from tcloud.store import accounts as account_store
+from tcloud.store import identities as identity_store
 from tcloud.store import namespaces as store
 from tcloud.store.accounts import ExpiryNotInFuture, KeyLimitReached, KeyNotFound, LastActiveKey
+from tcloud.store.identities import IdentityExists, LastAdmin, UnknownNamespaces
 from tcloud.store.namespaces import AccountNotWritable, NamespaceExists, NamespaceQuotaReached
 from tcloud.store.operations import OperationIdTaken, find_account_operation, set_operation_run_id
 from workflows.namespaces import (
@@ -117,6 +158,19 @@ async def owned_namespace(call: Call, namespace: str) -> asyncpg.Record:
     return row
 
 
+def _require_namespace_read(customer: Customer, namespace: str | None = None) -> None:
+    """Reading namespaces: roles that read the account's namespaces, or any permission on this one."""
+    if namespace is not None and namespace in customer.namespace_access:
+        return
+    customer.require("namespace.read")
+
+
+def _require_namespace_change(customer: Customer, namespace: str) -> None:
+    if not access.may_change_namespace(customer.role, customer.namespace_access, namespace):
+        raise ApiError(403, f"the account role {customer.role} without admin permission on {namespace} "
+                            "does not allow changing it")
+
+
 async def _start(call: Call, operation_id: str, start: Callable[[Client], Awaitable[Any]],
                  undo: Callable[[asyncpg.Pool], Awaitable[None]]) -> None:
     """Start the operation's workflow; if it cannot start, ``undo`` the row's change so nothing stays half-done."""
@@ -162,6 +216,7 @@ async def _repeated(call: Call, taken: OperationIdTaken, operation_type: str, re
 async def create_namespace(call: Call, request: CreateNamespaceRequest) -> CreateNamespaceResponse:
     """Reserve the namespace and start its CreateNamespace workflow (the answer's operation tracks it)."""
     customer = call.customer
+    customer.require("namespace.create")
     customer.require_writable()
     if request.tags:
         raise ApiError(400, "tags are not supported on this platform")
@@ -187,16 +242,25 @@ async def create_namespace(call: Call, request: CreateNamespaceRequest) -> Creat
     await _start(call, op_id, lambda c: c.start_workflow(
         CreateNamespaceWorkflow.run, params, id=create_workflow_id(ns), task_queue=call.settings.task_queue),
         lambda pool: store.fail_unstarted_namespace_creation(pool, ns))
+    if customer.role != "admin" and customer.owner_id:  # a developer administers the namespaces it creates
+        await identity_store.grant_namespace_admin(call.pool, customer.owner_id, ns)
     return CreateNamespaceResponse(namespace=ns, async_operation=_accepted(op_id, "CreateNamespace"))
 
 
 async def get_namespaces(call: Call, request: GetNamespacesRequest) -> GetNamespacesResponse:
-    """A page of the caller's namespaces, in name order; ``next_page_token`` is empty on the last page."""
+    """A page of the caller's namespaces, in name order; ``next_page_token`` is empty on the last page.
+
+    An identity whose role does not read namespaces sees those it has a permission on.
+    """
     size = request.page_size or PAGE_SIZE_DEFAULT
     if not 1 <= size <= PAGE_SIZE_MAX:
         raise ApiError(400, f"pageSize must be between 1 and {PAGE_SIZE_MAX}")
     rows = await store.list_account_namespaces(call.pool, call.customer.account_id, after=request.page_token,
                                                name=request.name, limit=size + 1)
+    if not access.may(call.customer.role, "namespace.read"):
+        if not call.customer.namespace_access:
+            call.customer.require("namespace.read")
+        rows = [r for r in rows if r["namespace"] in call.customer.namespace_access]
     answer = GetNamespacesResponse(namespaces=[namespace_message(r, call.settings) for r in rows[:size]])
     if len(rows) > size:
         answer.next_page_token = rows[size - 1]["namespace"]
@@ -204,6 +268,7 @@ async def get_namespaces(call: Call, request: GetNamespacesRequest) -> GetNamesp
 
 
 async def get_namespace(call: Call, request: GetNamespaceRequest) -> GetNamespaceResponse:
+    _require_namespace_read(call.customer, request.namespace)
     row = await owned_namespace(call, request.namespace)
     return GetNamespaceResponse(namespace=namespace_message(row, call.settings))
 
@@ -227,6 +292,7 @@ async def update_namespace(call: Call, request: UpdateNamespaceRequest) -> Updat
 
     def admit(row: asyncpg.Record) -> int:
         """The new retention, or the error that refuses the update (checked on the locked row)."""
+        _require_namespace_change(customer, ns)
         customer.require_writable()
         _, retention = checked_spec(request.spec, region=call.settings.cloud_region, name=row["name"],
                                     retention_default=row["retention_days"])
@@ -262,6 +328,7 @@ async def delete_namespace(call: Call, request: DeleteNamespaceRequest) -> Delet
 
     def admit(row: asyncpg.Record) -> None:
         """Refuse the deletion by raising (checked on the locked row)."""
+        _require_namespace_change(customer, ns)
         customer.require_writable()
         _check_version(row, request.resource_version)
         if row["state"] not in ("active", "failed"):
@@ -287,6 +354,12 @@ async def delete_namespace(call: Call, request: DeleteNamespaceRequest) -> Delet
 
 
 async def _described(call: Call, row: asyncpg.Record) -> AsyncOperation:
+    if row["fulfilled_at"] is not None:  # done in the transaction that recorded it (identities, API keys)
+        done = AsyncOperation(id=row["id"], operation_type=row["operation_type"],
+                              state=AsyncOperation.STATE_FULFILLED, state_deprecated="fulfilled")
+        done.started_time.CopyFrom(_ts(row["created_at"]))
+        done.finished_time.CopyFrom(_ts(row["fulfilled_at"]))
+        return done
     try:
         return await operations.describe(call.temporal, row)
     except RPCError as err:
@@ -333,65 +406,401 @@ async def get_regions(call: Call, request: GetRegionsRequest) -> GetRegionsRespo
 
 
 async def get_current_identity(call: Call, request: GetCurrentIdentityRequest) -> GetCurrentIdentityResponse:
-    """The API key the call was made with (keys belong to the account here: no users or service accounts yet)."""
-    return GetCurrentIdentityResponse(principal_api_key=await _key(call, call.customer.key_id))
+    """The API key the call was made with, and the user or service account that owns it."""
+    customer = call.customer
+    answer = GetCurrentIdentityResponse(principal_api_key=await _key(call, customer.key_id, check_owner=False))
+    owner = await identity_store.find_identity(call.pool, customer.account_id, customer.owner_id,
+                                               customer.owner_kind)
+    if owner is not None and owner["kind"] == "user":
+        answer.user.CopyFrom(user_message(owner))
+    elif owner is not None:
+        answer.service_account.CopyFrom(service_account_message(owner))
+    return answer
+
+
+# --- Users and service accounts ---------------------------------------------------------------------------------
+
+_ROLE_OF = {AccountAccess.ROLE_ADMIN: "admin", AccountAccess.ROLE_DEVELOPER: "developer",
+            AccountAccess.ROLE_FINANCE_ADMIN: "finance_admin", AccountAccess.ROLE_READ: "read"}
+_ROLE_ENUM = {name: value for value, name in _ROLE_OF.items()}
+_ROLE_WORDS = {"admin": "admin", "developer": "developer", "financeadmin": "finance_admin",
+               "finance_admin": "finance_admin", "read": "read"}
+_PERMISSION_OF = {NamespaceAccess.PERMISSION_ADMIN: "admin", NamespaceAccess.PERMISSION_WRITE: "write",
+                  NamespaceAccess.PERMISSION_READ: "read"}
+_PERMISSION_ENUM = {name: value for value, name in _PERMISSION_OF.items()}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _role(message: AccountAccess) -> str:
+    """The account role of an ``AccountAccess`` (the enum, or the deprecated string)."""
+    if message.role in _ROLE_OF:
+        return _ROLE_OF[message.role]
+    if message.role == AccountAccess.ROLE_UNSPECIFIED and message.role_deprecated.lower() in _ROLE_WORDS:
+        return _ROLE_WORDS[message.role_deprecated.lower()]
+    raise ApiError(400, "spec.access.accountAccess.role must be one of ROLE_ADMIN, ROLE_DEVELOPER, "
+                        "ROLE_FINANCE_ADMIN, ROLE_READ (owner, metrics-read and custom roles are not supported)")
+
+
+def _permission(message: NamespaceAccess, namespace: str) -> str:
+    if message.permission in _PERMISSION_OF:
+        return _PERMISSION_OF[message.permission]
+    if message.permission == NamespaceAccess.PERMISSION_UNSPECIFIED and \
+            message.permission_deprecated.lower() in _PERMISSION_ENUM:
+        return message.permission_deprecated.lower()
+    raise ApiError(400, f"the permission on {namespace} must be PERMISSION_ADMIN, PERMISSION_WRITE or "
+                        "PERMISSION_READ")
+
+
+def _checked_access(message: AccessMessage) -> tuple[str, dict[str, str]]:
+    """The account role and namespace access of an ``Access`` message, validated."""
+    if message.account_access.custom_roles or message.custom_roles_deprecated:
+        raise ApiError(400, "custom roles are not supported by this platform")
+    return _role(message.account_access), {ns: _permission(a, ns) for ns, a in message.namespace_accesses.items()}
+
+
+def _access_message(row: dict[str, Any]) -> AccessMessage:
+    answer = AccessMessage(account_access=AccountAccess(role=_ROLE_ENUM[row["account_role"]],
+                                                        role_deprecated=row["account_role"].replace("_", "")))
+    for ns, permission in sorted(row["namespace_access"].items()):
+        answer.namespace_accesses[ns].CopyFrom(NamespaceAccess(permission=_PERMISSION_ENUM[permission],
+                                                               permission_deprecated=permission))
+    return answer
+
+
+def _stamps(target: User | ServiceAccount | ApiKey, row: Any) -> None:
+    target.created_time.CopyFrom(_ts(row["created_at"]))
+    target.last_modified_time.CopyFrom(_ts(row["updated_at"]))
+
+
+def user_message(row: dict[str, Any]) -> User:
+    user = User(id=row["id"], resource_version=str(row["resource_version"]),
+                spec=UserSpec(email=row["name"], access=_access_message(row)),
+                state=ResourceState.RESOURCE_STATE_ACTIVE, state_deprecated="active",
+                async_operation_id=row["async_operation_id"] or "")
+    _stamps(user, row)
+    return user
+
+
+def service_account_message(row: dict[str, Any]) -> ServiceAccount:
+    account = ServiceAccount(id=row["id"], resource_version=str(row["resource_version"]),
+                             spec=ServiceAccountSpec(name=row["name"], description=row["description"],
+                                                     access=_access_message(row)),
+                             state=ResourceState.RESOURCE_STATE_ACTIVE, state_deprecated="active",
+                             async_operation_id=row["async_operation_id"] or "")
+    _stamps(account, row)
+    return account
+
+
+_KINDS = {"user": "user", "service_account": "service account"}
+
+
+def _user_values(spec: UserSpec) -> dict[str, Any]:
+    email = spec.email.strip()
+    if not _EMAIL.fullmatch(email) or len(email) > 254:
+        raise ApiError(400, "spec.email must be an email address")
+    role, namespaces = _checked_access(spec.access)
+    return {"name": email, "description": "", "account_role": role, "namespace_access": namespaces}
+
+
+def _service_account_values(spec: ServiceAccountSpec) -> dict[str, Any]:
+    if spec.HasField("namespace_scoped_access"):
+        raise ApiError(400, "namespace-scoped service accounts are not supported by this platform")
+    name = spec.name.strip()
+    if not 1 <= len(name) <= 200:
+        raise ApiError(400, "spec.name must be 1 to 200 characters")
+    if len(spec.description) > 1000:
+        raise ApiError(400, "spec.description is limited to 1000 characters")
+    role, namespaces = _checked_access(spec.access)
+    return {"name": name, "description": spec.description, "account_role": role, "namespace_access": namespaces}
+
+
+def _identity_errors(err: Exception, kind: str) -> ApiError:
+    if isinstance(err, IdentityExists):
+        return ApiError(409, f"a user with the email {err} already exists", exists=True)
+    if isinstance(err, UnknownNamespaces):
+        return ApiError(400, f"no such namespace in this account: {', '.join(err.names)}")
+    if isinstance(err, LastAdmin):
+        return ApiError(409, "the account would be left without an admin holding a usable API key")
+    raise err
+
+
+async def _create_identity(call: Call, kind: str, values: dict[str, Any], requested_id: str,
+                           operation_type: str) -> tuple[str, AsyncOperation]:
+    customer = call.customer
+    customer.require("identity.write")
+    customer.require_writable()
+    op_id = operations.new_operation_id(requested_id)
+    if requested_id:
+        row = await find_account_operation(call.pool, requested_id, customer.account_id)
+        if row is not None:
+            if row["operation_type"] != operation_type:
+                raise operations.id_taken(OperationIdTaken(requested_id))
+            return row["resource"], await _described(call, row)
+    try:
+        made = await identity_store.create_identity(
+            call.pool, account_id=customer.account_id, kind=kind, operation_id=op_id, operation_type=operation_type,
+            name=values["name"], description=values["description"], role=values["account_role"],
+            namespace_access=values["namespace_access"])
+    except OperationIdTaken as err:
+        raise operations.id_taken(err) from err
+    except (IdentityExists, UnknownNamespaces) as err:
+        raise _identity_errors(err, kind) from err
+    return made["id"], _fulfilled(op_id, operation_type)
+
+
+def _fulfilled(op_id: str, operation_type: str) -> AsyncOperation:
+    return AsyncOperation(id=op_id, operation_type=operation_type, state=AsyncOperation.STATE_FULFILLED,
+                          state_deprecated="fulfilled")
+
+
+async def _change_identity(call: Call, kind: str, identity_id: str, requested_id: str, operation_type: str,
+                           resource_version: str,
+                           values: Callable[[dict[str, Any]], dict[str, Any] | None]) -> AsyncOperation:
+    """Change (or delete, when ``values`` answers None) one of the account's identities, admins only."""
+    customer = call.customer
+    customer.require("identity.write")
+    customer.require_writable()
+    op_id = operations.new_operation_id(requested_id)
+    earlier = await _earlier(call, requested_id, operation_type, identity_id)
+    if earlier is not None:
+        return earlier
+
+    def change(row: dict[str, Any]) -> dict[str, Any] | None:
+        if resource_version and resource_version != str(row["resource_version"]):
+            raise ApiError(409, f"resourceVersion {resource_version} is stale: the {_KINDS[kind]} is at "
+                                f"{row['resource_version']}")
+        return values(row)
+
+    try:
+        row = await identity_store.change_identity(
+            call.pool, account_id=customer.account_id, identity_id=identity_id, kind=kind, operation_id=op_id,
+            operation_type=operation_type, change=change)
+    except OperationIdTaken as err:
+        return await _repeated(call, err, operation_type, identity_id)
+    except (IdentityExists, UnknownNamespaces, LastAdmin) as err:
+        raise _identity_errors(err, kind) from err
+    if row is None:
+        raise ApiError(404, f"{_KINDS[kind]} {identity_id} not found")
+    return _fulfilled(op_id, operation_type)
+
+
+async def _identity(call: Call, kind: str, identity_id: str) -> dict[str, Any]:
+    customer = call.customer
+    if identity_id != customer.owner_id:  # everyone may read itself
+        customer.require("identity.read")
+    row = await identity_store.find_identity(call.pool, customer.account_id, identity_id, kind)
+    if row is None:
+        raise ApiError(404, f"{_KINDS[kind]} {identity_id} not found")
+    return row
+
+
+async def _identities(call: Call, kind: str, page_size: int, page_token: str, email: str = "",
+                      namespace: str = "") -> tuple[list[dict[str, Any]], str]:
+    call.customer.require("identity.read")
+    size = page_size or PAGE_SIZE_DEFAULT
+    if not 1 <= size <= PAGE_SIZE_MAX:
+        raise ApiError(400, f"pageSize must be between 1 and {PAGE_SIZE_MAX}")
+    rows = await identity_store.list_identities(call.pool, call.customer.account_id, kind, after=page_token,
+                                                limit=size + 1, email=email, namespace=namespace)
+    return rows[:size], rows[size - 1]["id"] if len(rows) > size else ""
+
+
+def _with_namespace_access(namespace: str, message: NamespaceAccess) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The values of an identity after setting (or, with PERMISSION_UNSPECIFIED, removing) one namespace's access."""
+    def values(row: dict[str, Any]) -> dict[str, Any]:
+        namespaces = dict(row["namespace_access"])
+        if message.permission == NamespaceAccess.PERMISSION_UNSPECIFIED and not message.permission_deprecated:
+            namespaces.pop(namespace, None)
+        else:
+            namespaces[namespace] = _permission(message, namespace)
+        return {"namespace_access": namespaces}
+    return values
+
+
+async def create_user(call: Call, request: CreateUserRequest) -> CreateUserResponse:
+    """Add a user (no invitation is sent: a user acts through the API keys an admin makes for it)."""
+    call.customer.require("identity.write")  # before validation: a refused caller learns nothing more
+    user_id, op = await _create_identity(call, "user", _user_values(request.spec), request.async_operation_id,
+                                         "CreateUser")
+    return CreateUserResponse(user_id=user_id, async_operation=op)
+
+
+async def get_user(call: Call, request: GetUserRequest) -> GetUserResponse:
+    return GetUserResponse(user=user_message(await _identity(call, "user", request.user_id)))
+
+
+async def get_users(call: Call, request: GetUsersRequest) -> GetUsersResponse:
+    rows, token = await _identities(call, "user", request.page_size, request.page_token, email=request.email,
+                                    namespace=request.namespace)
+    return GetUsersResponse(users=[user_message(r) for r in rows], next_page_token=token)
+
+
+async def update_user(call: Call, request: UpdateUserRequest) -> UpdateUserResponse:
+    call.customer.require("identity.write")  # before validation: a refused caller learns nothing more
+    values = _user_values(request.spec)
+    return UpdateUserResponse(async_operation=await _change_identity(
+        call, "user", request.user_id, request.async_operation_id, "UpdateUser", request.resource_version,
+        lambda row: values))
+
+
+async def delete_user(call: Call, request: DeleteUserRequest) -> DeleteUserResponse:
+    """Remove a user; its API keys are revoked with it."""
+    return DeleteUserResponse(async_operation=await _change_identity(
+        call, "user", request.user_id, request.async_operation_id, "DeleteUser", request.resource_version,
+        lambda row: None))
+
+
+async def set_user_namespace_access(call: Call,
+                                    request: SetUserNamespaceAccessRequest) -> SetUserNamespaceAccessResponse:
+    return SetUserNamespaceAccessResponse(async_operation=await _change_identity(
+        call, "user", request.user_id, request.async_operation_id, "SetUserNamespaceAccess",
+        request.resource_version, _with_namespace_access(request.namespace, request.access)))
+
+
+async def create_service_account(call: Call,
+                                 request: CreateServiceAccountRequest) -> CreateServiceAccountResponse:
+    call.customer.require("identity.write")  # before validation: a refused caller learns nothing more
+    account_id, op = await _create_identity(call, "service_account", _service_account_values(request.spec),
+                                            request.async_operation_id, "CreateServiceAccount")
+    return CreateServiceAccountResponse(service_account_id=account_id, async_operation=op)
+
+
+async def get_service_account(call: Call, request: GetServiceAccountRequest) -> GetServiceAccountResponse:
+    return GetServiceAccountResponse(service_account=service_account_message(
+        await _identity(call, "service_account", request.service_account_id)))
+
+
+async def get_service_accounts(call: Call, request: GetServiceAccountsRequest) -> GetServiceAccountsResponse:
+    rows, token = await _identities(call, "service_account", request.page_size, request.page_token)
+    return GetServiceAccountsResponse(service_account=[service_account_message(r) for r in rows],
+                                      next_page_token=token)
+
+
+async def update_service_account(call: Call,
+                                 request: UpdateServiceAccountRequest) -> UpdateServiceAccountResponse:
+    call.customer.require("identity.write")  # before validation: a refused caller learns nothing more
+    values = _service_account_values(request.spec)
+    return UpdateServiceAccountResponse(async_operation=await _change_identity(
+        call, "service_account", request.service_account_id, request.async_operation_id, "UpdateServiceAccount",
+        request.resource_version, lambda row: values))
+
+
+async def delete_service_account(call: Call,
+                                 request: DeleteServiceAccountRequest) -> DeleteServiceAccountResponse:
+    """Remove a service account; its API keys are revoked with it."""
+    return DeleteServiceAccountResponse(async_operation=await _change_identity(
+        call, "service_account", request.service_account_id, request.async_operation_id, "DeleteServiceAccount",
+        request.resource_version, lambda row: None))
+
+
+async def set_service_account_namespace_access(
+        call: Call, request: SetServiceAccountNamespaceAccessRequest) -> SetServiceAccountNamespaceAccessResponse:
+    return SetServiceAccountNamespaceAccessResponse(async_operation=await _change_identity(
+        call, "service_account", request.service_account_id, request.async_operation_id,
+        "SetServiceAccountNamespaceAccess", request.resource_version,
+        _with_namespace_access(request.namespace, request.access)))
 
 
 # --- API keys ---------------------------------------------------------------------------------------------------
 
+_OWNER_TYPE = {"user": OwnerType.OWNER_TYPE_USER, "service_account": OwnerType.OWNER_TYPE_SERVICE_ACCOUNT}
+
 
 def key_message(row: asyncpg.Record) -> ApiKey:
-    """The Cloud Ops view of an ``api_keys`` row (owned by the account; never its token)."""
-    spec = ApiKeySpec(owner_id=row["account_id"], display_name=row["display_name"], description=row["description"])
+    """The Cloud Ops view of an ``api_keys`` row (never its token)."""
+    spec = ApiKeySpec(owner_id=row["owner_id"], owner_type=_OWNER_TYPE[row["owner_kind"]],
+                      owner_type_deprecated=row["owner_kind"].replace("_", "-"),
+                      display_name=row["display_name"], description=row["description"], disabled=row["disabled"])
     if row["expires_at"]:
         spec.expiry_time.CopyFrom(_ts(row["expires_at"]))
-    key = ApiKey(id=row["id"], spec=spec, state=ResourceState.RESOURCE_STATE_ACTIVE, state_deprecated="active")
-    key.created_time.CopyFrom(_ts(row["created_at"]))
+    key = ApiKey(id=row["id"], spec=spec, state=ResourceState.RESOURCE_STATE_ACTIVE, state_deprecated="active",
+                 resource_version=str(row["resource_version"]))
+    _stamps(key, row)
     return key
 
 
-async def _key(call: Call, key_id: str) -> ApiKey:
+def _may_manage_key(customer: Customer, owner_id: str) -> bool:
+    """Everyone manages its own keys; admins manage every key of the account."""
+    return owner_id == customer.owner_id or access.may(customer.role, "identity.write")
+
+
+async def _key_row(call: Call, key_id: str, *, check_owner: bool = True) -> asyncpg.Record:
     rows = await account_store.list_active_keys(call.pool, call.customer.account_id)
     found = next((r for r in rows if r["id"] == key_id), None)
     if found is None:
         raise ApiError(404, f"API key {key_id} not found")
-    return key_message(found)
+    if check_owner and not _may_manage_key(call.customer, found["owner_id"]):
+        raise ApiError(403, f"API key {key_id} belongs to another identity: only admins manage it")
+    return found
+
+
+async def _key(call: Call, key_id: str, *, check_owner: bool = True) -> ApiKey:
+    return key_message(await _key_row(call, key_id, check_owner=check_owner))
 
 
 async def create_api_key(call: Call, request: CreateApiKeyRequest) -> CreateApiKeyResponse:
-    """A new key of the caller's account; its token is in this answer only.
+    """A new key owned by a user or service account (the caller's own owner by default); its token is in this
+    answer only. Admins make keys for any identity, others for their own.
 
-    The key exists when this answers (no async operation): ``async_operation_id`` is not used.
+    The key exists when this answers: its operation is fulfilled at once.
     """
     customer = call.customer
     customer.require_writable()
     spec = request.spec
-    if spec.owner_id and spec.owner_id != customer.account_id:
-        raise ApiError(400, "spec.ownerId must be your account id (or empty)")
-    if spec.disabled:
-        raise ApiError(400, "spec.disabled is not supported: delete a key to revoke it")
+    owner = spec.owner_id or customer.owner_id
+    if owner == customer.account_id:  # before identities, a key's owner was its account
+        owner = customer.owner_id
+    if not _may_manage_key(customer, owner):
+        raise ApiError(403, "only admins make API keys for other users and service accounts")
     if len(spec.display_name) > 200 or len(spec.description) > 1000:
         raise ApiError(400, "spec.displayName is limited to 200 characters, spec.description to 1000")
+    op_id = operations.new_operation_id(request.async_operation_id)
+    if request.async_operation_id:
+        earlier = await find_account_operation(call.pool, request.async_operation_id, customer.account_id)
+        if earlier is not None:  # a retry: the key it made (its token was in the first answer only)
+            if earlier["operation_type"] != "CreateApiKey":
+                raise operations.id_taken(OperationIdTaken(request.async_operation_id))
+            return CreateApiKeyResponse(key_id=earlier["resource"], async_operation=await _described(call, earlier))
+    kind = await _owner_kind(call, owner)
+    if spec.owner_type not in (OwnerType.OWNER_TYPE_UNSPECIFIED, _OWNER_TYPE[kind]):
+        raise ApiError(400, f"spec.ownerType does not match the owner {owner}, a {_KINDS[kind]}")
     expires = spec.expiry_time.ToDatetime(tzinfo=UTC) if spec.HasField("expiry_time") else None
     try:
         key = await account_store.issue_key_within_limit(
             call.pool, customer.account_id, limit=MAX_ACTIVE_KEYS, display_name=spec.display_name,
-            description=spec.description, expires_at=expires)
+            description=spec.description, expires_at=expires, owner_id=owner, disabled=spec.disabled)
+        await identity_store.fulfilled_operation(call.pool, operation_id=op_id, account_id=customer.account_id,
+                                                 operation_type="CreateApiKey", resource=key.key_id)
     except ExpiryNotInFuture as err:
         raise ApiError(400, "spec.expiryTime must be in the future") from err
     except KeyLimitReached as err:
         raise ApiError(422, f"an account holds at most {MAX_ACTIVE_KEYS} active API keys") from err
-    return CreateApiKeyResponse(key_id=key.key_id, token=key.token)
+    except KeyNotFound as err:
+        raise ApiError(400, f"spec.ownerId {owner} is no user or service account of this account") from err
+    except OperationIdTaken as err:
+        raise operations.id_taken(err) from err
+    return CreateApiKeyResponse(key_id=key.key_id, token=key.token, async_operation=_fulfilled(op_id, "CreateApiKey"))
+
+
+async def _owner_kind(call: Call, owner_id: str) -> str:
+    for kind in ("service_account", "user"):
+        if await identity_store.find_identity(call.pool, call.customer.account_id, owner_id, kind) is not None:
+            return kind
+    raise ApiError(400, f"spec.ownerId {owner_id} is no user or service account of this account")
 
 
 async def get_api_keys(call: Call, request: GetApiKeysRequest) -> GetApiKeysResponse:
-    """A page of the account's active keys, oldest first (``page_token``: the last key id of the previous page)."""
+    """A page of the account's active keys, oldest first (``page_token``: the last key id of the previous page).
+
+    Admins see every key (``owner_id`` filters), others their own.
+    """
     size = request.page_size or PAGE_SIZE_DEFAULT
     if not 1 <= size <= PAGE_SIZE_MAX:
         raise ApiError(400, f"pageSize must be between 1 and {PAGE_SIZE_MAX}")
-    if request.owner_id and request.owner_id != call.customer.account_id:
-        return GetApiKeysResponse()  # keys are owned by the account: no user or service account owns one
-    rows = await account_store.list_active_keys(call.pool, call.customer.account_id)
+    customer = call.customer
+    rows = await account_store.list_active_keys(call.pool, customer.account_id)
+    owner = customer.owner_id if request.owner_id == customer.account_id else request.owner_id
+    rows = [r for r in rows if (not owner or r["owner_id"] == owner) and _may_manage_key(customer, r["owner_id"])]
     if request.page_token:
         ids = [r["id"] for r in rows]
         if request.page_token not in ids:
@@ -407,15 +816,69 @@ async def get_api_key(call: Call, request: GetApiKeyRequest) -> GetApiKeyRespons
     return GetApiKeyResponse(api_key=await _key(call, request.key_id))
 
 
-async def delete_api_key(call: Call, request: DeleteApiKeyRequest) -> DeleteApiKeyResponse:
-    """Revoke one of the account's keys at once (the last active key cannot be revoked).
+async def update_api_key(call: Call, request: UpdateApiKeyRequest) -> UpdateApiKeyResponse:
+    """Rename, describe, enable or disable a key (a disabled key authenticates nothing until enabled again).
 
-    Keys have no versions here (they never change), so ``resource_version`` is not checked; no async operation.
+    Its owner and expiry cannot change; a stale ``resource_version`` is refused (409, FAILED_PRECONDITION).
     """
+    customer = call.customer
+    customer.require_writable()
+    spec = request.spec
+    if len(spec.display_name) > 200 or len(spec.description) > 1000:
+        raise ApiError(400, "spec.displayName is limited to 200 characters, spec.description to 1000")
+    op_id = operations.new_operation_id(request.async_operation_id)
+    earlier = await _earlier(call, request.async_operation_id, "UpdateApiKey", request.key_id)
+    if earlier is not None:
+        return UpdateApiKeyResponse(async_operation=earlier)
+
+    def check(row: asyncpg.Record) -> None:
+        if not _may_manage_key(customer, row["owner_id"]):
+            raise ApiError(403, f"API key {request.key_id} belongs to another identity: only admins manage it")
+        if request.resource_version and request.resource_version != str(row["resource_version"]):
+            raise ApiError(409, f"resourceVersion {request.resource_version} is stale: the API key is at "
+                                f"{row['resource_version']}")
+        if spec.owner_id and spec.owner_id != row["owner_id"]:
+            raise ApiError(400, "spec.ownerId cannot change: make a new key for the other owner")
+        stored = int(row["expires_at"].timestamp()) if row["expires_at"] else None
+        wanted = spec.expiry_time.seconds if spec.HasField("expiry_time") else None
+        if wanted is not None and wanted != stored:
+            raise ApiError(400, "spec.expiryTime cannot change: make a new key")
+
     try:
-        await account_store.revoke_key(call.pool, call.customer.account_id, request.key_id)
+        await account_store.update_key(call.pool, customer.account_id, request.key_id, check=check,
+                                       display_name=spec.display_name, description=spec.description,
+                                       disabled=spec.disabled)
+        await identity_store.fulfilled_operation(call.pool, operation_id=op_id, account_id=customer.account_id,
+                                                 operation_type="UpdateApiKey", resource=request.key_id)
+    except KeyNotFound as err:
+        raise ApiError(404, f"API key {request.key_id} not found") from err
+    except LastActiveKey as err:
+        raise ApiError(409, "no account admin would keep a usable API key: make another before disabling this "
+                            "one") from err
+    except OperationIdTaken as err:
+        return UpdateApiKeyResponse(async_operation=await _repeated(call, err, "UpdateApiKey", request.key_id))
+    return UpdateApiKeyResponse(async_operation=_fulfilled(op_id, "UpdateApiKey"))
+
+
+async def delete_api_key(call: Call, request: DeleteApiKeyRequest) -> DeleteApiKeyResponse:
+    """Revoke a key at once (the account's admins must keep a usable key); its operation is fulfilled at once."""
+    customer = call.customer
+    op_id = operations.new_operation_id(request.async_operation_id)
+    earlier = await _earlier(call, request.async_operation_id, "DeleteApiKey", request.key_id)
+    if earlier is not None:
+        return DeleteApiKeyResponse(async_operation=earlier)
+    row = await _key_row(call, request.key_id)
+    if request.resource_version and request.resource_version != str(row["resource_version"]):
+        raise ApiError(409, f"resourceVersion {request.resource_version} is stale: the API key is at "
+                            f"{row['resource_version']}")
+    try:
+        await account_store.revoke_key(call.pool, customer.account_id, request.key_id)
+        await identity_store.fulfilled_operation(call.pool, operation_id=op_id, account_id=customer.account_id,
+                                                 operation_type="DeleteApiKey", resource=request.key_id)
     except KeyNotFound as err:
         raise ApiError(404, f"API key {request.key_id} not found") from err
     except LastActiveKey as err:
         raise ApiError(409, "this is the account's last active API key: create another before revoking it") from err
-    return DeleteApiKeyResponse()
+    except OperationIdTaken as err:
+        raise operations.id_taken(err) from err
+    return DeleteApiKeyResponse(async_operation=_fulfilled(op_id, "DeleteApiKey"))

@@ -84,7 +84,8 @@ def jwks(settings: Settings) -> dict[str, Any]:
     return {"keys": [signing_key(settings).jwk()]}
 
 
-# What a data-plane token may grant on one namespace, in the claim mapper's words: `read` (describe, list, query,
+# What a data-plane token may grant on one namespace (which of them an API key gets: its owner's role and namespace
+# access, tcloud.domain.access.data_plane_role), in the claim mapper's words: `read` (describe, list, query,
 # history) or `write` (also start, signal, terminate, poll as a worker). `admin` (namespace update, search
 # attributes) stays with the control plane, which changes namespaces through its own workflows.
 Role = Literal["read", "write"]

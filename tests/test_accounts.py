@@ -137,7 +137,7 @@ async def test_api_keys_are_shown_once_listed_without_token_and_revocable(
     assert (await api.delete("/cloud/api-keys/key-nope", headers=account.headers)).status == 404
     for body in ({"spec": {"displayName": "x"}, "extra": 1}, {"spec": {"ownerId": "someoneelse"}},
                  {"spec": {"expiryTime": "yesterday"}}, {"spec": {"expiryTime": "2001-01-01T00:00:00Z"}},
-                 {"spec": {"disabled": True}}):
+                 {"spec": {"ownerType": "OWNER_TYPE_USER"}}):  # its own owner is a service account
         resp = await api.post("/cloud/api-keys", headers=account.headers, json=body)
         assert resp.status == 400, body
 

@@ -81,9 +81,20 @@ async def make_tenant(api: TestClient, operator_headers: dict[str, str], pool: a
         resp = await api.post("/cloud/api-keys", headers=account.headers, json={"spec": {"displayName": name}})
         assert resp.status == 200, await resp.text()
         keys.append((await resp.json())["keyId"])
+    users, service_accounts = [], []
+    for _ in ("kept", "doomed"):
+        resp = await api.post("/cloud/users", headers=account.headers, json=write_body("POST", "/cloud/users"))
+        assert resp.status == 200, await resp.text()
+        users.append((await resp.json())["userId"])
+        resp = await api.post("/cloud/service-accounts", headers=account.headers,
+                              json=write_body("POST", "/cloud/service-accounts"))
+        assert resp.status == 200, await resp.text()
+        service_accounts.append((await resp.json())["serviceAccountId"])
     return Tenant(account, ids={"namespace": ns, "async_operation_id": op.id, "key_id": keys[0],
-                                "account_id": account.id},
-                  doomed={"namespace": doomed_ns, "key_id": keys[1]})
+                                "account_id": account.id, "user_id": users[0],
+                                "service_account_id": service_accounts[0]},
+                  doomed={"namespace": doomed_ns, "key_id": keys[1], "user_id": users[1],
+                          "service_account_id": service_accounts[1]})
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -106,6 +117,9 @@ async def tenants(matrix_api: TestClient, operator_headers: dict[str, str], pool
     return alice, bob
 
 
+_READ_ACCESS = {"accountAccess": {"role": "ROLE_READ"}}
+
+
 def write_body(method: str, path: str) -> Any:
     """A valid body for each write, so that only the caller decides the answer."""
     bodies: dict[tuple[str, str], Any] = {
@@ -115,6 +129,14 @@ def write_body(method: str, path: str) -> Any:
         ("POST", "/cloud/api-keys"): {"spec": {"displayName": "matrix"}},
         ("POST", "/cloud/namespaces"): {"spec": {"name": unique("mxn-"), "retentionDays": 3}},
         ("POST", "/cloud/namespaces/{namespace}"): {"spec": {"retentionDays": 5}},
+        ("POST", "/cloud/api-keys/{key_id}"): {"spec": {"displayName": "matrix"}},
+        ("POST", "/cloud/users"): {"spec": {"email": f"{unique('mx')}@example.com", "access": _READ_ACCESS}},
+        ("POST", "/cloud/users/{user_id}"): {"spec": {"email": "mx-updated@example.com", "access": _READ_ACCESS}},
+        ("POST", "/cloud/namespaces/{namespace}/users/{user_id}/access"): {"access": {"permission": "PERMISSION_READ"}},
+        ("POST", "/cloud/service-accounts"): {"spec": {"name": unique("mx-"), "access": _READ_ACCESS}},
+        ("POST", "/cloud/service-accounts/{service_account_id}"): {"spec": {"name": "mx", "access": _READ_ACCESS}},
+        ("POST", "/cloud/namespaces/{namespace}/service-accounts/{service_account_id}/access"): {
+            "access": {"permission": "PERMISSION_WRITE"}},
         ("PUT", "/cloud/billing/alerts"): {"thresholds_cents": [100_000]},
         ("POST", "/admin/billing/runs"): {"period": PERIOD},
         ("POST", "/backups"): {},

@@ -12,6 +12,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetApiKeyRequest,
     GetApiKeysRequest,
     GetCurrentIdentityRequest,
+    UpdateApiKeyRequest,
 )
 
 from api import cloud_service
@@ -44,7 +45,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 @documented("List the account's API keys (never their tokens), oldest first", auth="customer",
             response=proto_schema("temporal.api.cloud.cloudservice.v1.GetApiKeysResponse"),
             query={"pageSize": "1 to 1000 (default 100)", "pageToken": "nextPageToken of the previous page",
-                   "ownerId": "only the keys of this owner (the account)"}, tags=TAGS)
+                   "ownerId": "only the keys of this user or service account"}, tags=TAGS)
 async def list_api_keys(request: web.Request) -> web.Response:
     call = await _call(request)
     try:
@@ -67,17 +68,34 @@ async def get_api_key(request: web.Request) -> web.Response:
     return message_response(await cloud_service.get_api_key(call, key))
 
 
+@routes.post("/cloud/api-keys/{key_id}")
+@documented("Rename, enable or disable an API key (spec.disabled; owner and expiry cannot change)", auth="customer",
+            request=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateApiKeyRequest"),
+            response=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateApiKeyResponse"), tags=TAGS)
+async def update_api_key(request: web.Request) -> web.Response:
+    call = await _call(request)
+    body = await parse_message(request, UpdateApiKeyRequest)
+    key_id = request.match_info["key_id"]
+    if body.key_id and body.key_id != key_id:
+        raise ApiError(400, "keyId in the body differs from the path")
+    body.key_id = key_id
+    return message_response(await cloud_service.update_api_key(call, body))
+
+
 @routes.delete("/cloud/api-keys/{key_id}")
-@documented("Revoke an API key (the last active key of an account cannot be revoked)", auth="customer",
-            response=proto_schema("temporal.api.cloud.cloudservice.v1.DeleteApiKeyResponse"), tags=TAGS)
+@documented("Revoke an API key (an account admin must keep a usable key)", auth="customer",
+            response=proto_schema("temporal.api.cloud.cloudservice.v1.DeleteApiKeyResponse"),
+            query={"resourceVersion": "refuse if the key changed since", "asyncOperationId": "your id"}, tags=TAGS)
 async def delete_api_key(request: web.Request) -> web.Response:
     call = await _call(request)
     return message_response(await cloud_service.delete_api_key(
-        call, DeleteApiKeyRequest(key_id=request.match_info["key_id"])))
+        call, DeleteApiKeyRequest(key_id=request.match_info["key_id"],
+                                  resource_version=request.query.get("resourceVersion", ""),
+                                  async_operation_id=request.query.get("asyncOperationId", ""))))
 
 
 @routes.get("/cloud/current-identity")
-@documented("Who is calling: the API key of this request (keys belong to the account)", auth="customer",
+@documented("Who is calling: the API key of this request and the user or service account owning it", auth="customer",
             response=proto_schema("temporal.api.cloud.cloudservice.v1.GetCurrentIdentityResponse"), tags=TAGS)
 async def get_current_identity(request: web.Request) -> web.Response:
     call = await _call(request)

@@ -15,7 +15,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.appkeys import POOL, SETTINGS, TEMPORAL
-from api.auth import require_customer, require_operator
+from api.auth import require_billing, require_operator
 from api.billing_models import (
     InvoiceList,
     InvoiceOut,
@@ -70,7 +70,7 @@ def _period_filter(request: web.Request) -> str | None:
 @documented("The account's invoices, newest first", auth="customer", response=InvoiceList, tags=TAGS,
             query={"status": "only invoices in this status", "limit": "at most this many (1-1000, default 100)"})
 async def list_invoices(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     rows = await store.account_invoices(request.app[POOL], customer.account_id, status=_status_filter(request),
                                         limit=_limit(request))
     return web.json_response(InvoiceList(invoices=[invoice_out(r) for r in rows]).model_dump(mode="json"))
@@ -80,7 +80,7 @@ async def list_invoices(request: web.Request) -> web.Response:
 @documented("One invoice with its lines, totals and the Stripe hosted link", auth="customer", response=InvoiceOut,
             tags=TAGS)
 async def get_invoice(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     pool = request.app[POOL]
     row = await store.account_invoice(pool, request.match_info["invoice_id"], customer.account_id)
     if row is None:
@@ -92,7 +92,7 @@ async def get_invoice(request: web.Request) -> web.Response:
 @documented("The month-to-date estimate, priced by the same code as the real invoice", auth="customer",
             response=UpcomingOut, tags=TAGS)
 async def upcoming(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     now = datetime.now(UTC)
     month = await price_account_month(request.app[POOL], customer.account_id, period_of(now), until=now)
     return web.json_response(upcoming_out(month).model_dump(mode="json"))

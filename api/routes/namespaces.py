@@ -27,6 +27,7 @@ from api.cloud_json import message_response, parse_message, proto_schema
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.openapi import documented
+from tcloud.domain import access
 
 routes = web.RouteTableDef()
 TAGS = ("namespaces",)
@@ -114,10 +115,10 @@ async def get_operation(request: web.Request) -> web.Response:
 
 class TokenRequest(BaseModel):
     """What the token may do: ``read`` (describe, list, query, history) or ``write`` (also start, signal,
-    terminate, reset and poll as a worker)."""
+    terminate, reset and poll as a worker); by default the most the key's owner may have on the namespace."""
 
     model_config = ConfigDict(extra="forbid")
-    role: jwt.Role = "write"
+    role: jwt.Role | None = None
 
 
 TOKEN_SCHEMA: dict[str, Any] = {
@@ -131,13 +132,21 @@ TOKEN_SCHEMA: dict[str, Any] = {
 
 @routes.post("/cloud/namespaces/{namespace}/token")
 @documented("A short-lived JWT for the namespace's data plane (Temporal's default JWT claim mapper format); "
-            "call again before it expires to refresh", auth="customer", request=TokenRequest,
+            "call again before it expires to refresh; limited by the key owner's role and namespace access",
+            auth="customer", request=TokenRequest,
             response=TOKEN_SCHEMA, tags=TAGS)
 async def namespace_token(request: web.Request) -> web.Response:
     customer: Customer = await require_customer(request)
     row = await cloud_service.owned_namespace(Call.of(request.app, customer), request.match_info["namespace"])
     customer.require_writable()
-    role = (await parse(request, TokenRequest) if request.can_read_body else TokenRequest()).role
+    requested = (await parse(request, TokenRequest) if request.can_read_body else TokenRequest()).role
+    most = access.data_plane_role(customer.role, customer.namespace_access, row["namespace"])
+    if most is None:
+        raise ApiError(403, f"the account role {customer.role} without access to {row['namespace']} "
+                            "gets no data-plane token for it")
+    if requested == "write" and most == "read":
+        raise ApiError(403, f"read access to {row['namespace']} gets read tokens only")
+    role: jwt.Role = requested or most
     if row["state"] not in ("active", "updating"):
         raise ApiError(409, f"namespace {row['namespace']} is {row['state']}")
     settings = request.app[SETTINGS]

@@ -20,7 +20,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.appkeys import POOL, SETTINGS, STRIPE, TEMPORAL
-from api.auth import require_customer
+from api.auth import require_billing
 from api.bodies import parse
 from api.errors import ApiError
 from api.openapi import documented
@@ -92,7 +92,7 @@ async def _customer_id(request: web.Request, account_id: str) -> str:
             "Stripe.js (the card goes to Stripe only); allowed while suspended", auth="customer",
             response=SetupOut, tags=TAGS)
 async def setup_payment_method(request: web.Request) -> web.Response:
-    customer = await require_customer(request)  # no require_writable: a suspended account must be able to pay
+    customer = await require_billing(request)  # no require_writable: a suspended account must be able to pay
     customer_id = await _customer_id(request, customer.account_id)
     settings = request.app[SETTINGS]
     try:
@@ -113,7 +113,7 @@ async def setup_payment_method(request: web.Request) -> web.Response:
             "invoices) and retry its past-due invoices on it; allowed while suspended", auth="customer",
             request=SetPaymentMethod, response=PaymentMethodSetOut, tags=TAGS)
 async def set_payment_method(request: web.Request) -> web.Response:
-    customer = await require_customer(request)  # no require_writable: a suspended account must be able to pay
+    customer = await require_billing(request)  # no require_writable: a suspended account must be able to pay
     body = await parse(request, SetPaymentMethod)
     client = request.app[STRIPE]
     customer_id = await _customer_id(request, customer.account_id)
@@ -188,7 +188,7 @@ async def _retry_past_due(app: web.Application, account_id: str) -> list[str]:
 @documented("The account's card on file (brand, last 4 digits, expiry), 404 when there is none",
             auth="customer", response=PaymentMethodOut, tags=TAGS)
 async def get_payment_method(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     row = await store.payment_method(request.app[POOL], customer.account_id)
     if row is None:
         raise ApiError(404, "no card on file")

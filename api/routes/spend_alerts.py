@@ -8,7 +8,7 @@ import secrets
 from aiohttp import web
 
 from api.appkeys import POOL, SETTINGS
-from api.auth import require_customer
+from api.auth import require_billing
 from api.billing_models import AlertDeliveryOut, AlertNotificationOut, SpendAlerts, SpendAlertsOut
 from api.bodies import parse
 from api.errors import ApiError
@@ -43,7 +43,7 @@ def _alerts_out(view: store.SpendAlertsView) -> SpendAlertsOut:
 @documented("The account's spend alerts: thresholds, where they are sent, the latest notifications and their "
             "deliveries", auth="customer", response=SpendAlertsOut, tags=TAGS)
 async def get_alerts(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     out = _alerts_out(await store.spend_alerts_view(request.app[POOL], customer.account_id,
                                                     notifications=NOTIFICATIONS_SHOWN))
     return web.json_response(out.model_dump(mode="json"))
@@ -54,7 +54,7 @@ async def get_alerts(request: web.Request) -> web.Response:
             "the email address (a field left out is cleared)", auth="customer", request=SpendAlerts,
             response=SpendAlertsOut, tags=TAGS)
 async def put_alerts(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     customer.require_writable()
     settings = request.app[SETTINGS]
     body = await parse(request, SpendAlerts)

@@ -15,7 +15,7 @@ from temporalio.api.cloud.usage.v1 import Summary
 from activities import usage_sources
 from api import usage_summaries
 from api.appkeys import POOL, SETTINGS
-from api.auth import require_customer
+from api.auth import require_billing
 from api.cloud_json import proto_schema
 from api.errors import ApiError
 from api.openapi import documented
@@ -98,7 +98,7 @@ async def _estimate(request: web.Request, account_id: str) -> dict[str, Any]:
             response=proto_schema("temporal.api.cloud.cloudservice.v1.GetUsageResponse"), query=QUERY,
             tags=("usage",))
 async def get_usage(request: web.Request) -> web.Response:
-    customer = await require_customer(request)
+    customer = await require_billing(request)
     start, end, granularity = _window(request)
     want_estimate = request.query.get("estimate", "false")
     if want_estimate not in ("true", "false"):

@@ -8,6 +8,7 @@ lock, so the limit on active keys and the rule that an account keeps one active 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,6 +97,7 @@ async def delete_new_account(conn: asyncpg.Pool | asyncpg.Connection, account_id
     """Take back an account that nothing refers to yet (its setup could not start): its keys, then its row."""
     async with transaction(conn) as tx:
         await tx.execute("DELETE FROM api_keys WHERE account_id = $1", account_id)
+        await tx.execute("DELETE FROM identities WHERE account_id = $1", account_id)
         await tx.execute("DELETE FROM accounts WHERE id = $1", account_id)
 
 
@@ -217,26 +219,34 @@ async def record_stripe_customer(conn: asyncpg.Pool | asyncpg.Connection, accoun
 
 
 async def issue_key(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, *, display_name: str = "",
-                    description: str = "", expires_at: datetime | None = None) -> IssuedKey:
-    """Store a new API key of ``account_id`` (prefix and hash only) and return its token once."""
+                    description: str = "", expires_at: datetime | None = None, owner_id: str | None = None,
+                    disabled: bool = False) -> IssuedKey:
+    """Store a new API key of ``account_id`` (prefix and hash only) and return its token once.
+
+    ``owner_id`` is the user or service account it acts for; None: the account's admin service account
+    (``sa-<account>``, made on first use), which has all of the account's rights.
+    """
     key = apikeys.new_key()
     key_id = "key-" + secrets.token_hex(8)
     await conn.execute(
-        """INSERT INTO api_keys (id, account_id, display_name, description, prefix, secret_hash, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        key_id, account_id, display_name, description, key.prefix, key.secret_hash, expires_at,
+        """INSERT INTO api_keys (id, account_id, display_name, description, prefix, secret_hash, expires_at,
+                                 owner_id, disabled)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        key_id, account_id, display_name, description, key.prefix, key.secret_hash, expires_at, owner_id, disabled,
     )
     return IssuedKey(key_id, key.token)
 
 
 async def issue_key_within_limit(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, *, limit: int,
                                  display_name: str = "", description: str = "",
-                                 expires_at: datetime | None = None) -> IssuedKey:
+                                 expires_at: datetime | None = None, owner_id: str | None = None,
+                                 disabled: bool = False) -> IssuedKey:
     """Issue a key (see :func:`issue_key`) unless the account already holds ``limit`` unrevoked keys.
 
     Raises:
         ExpiryNotInFuture: when ``expires_at`` is not after the database's now.
         KeyLimitReached: when the account holds ``limit`` or more unrevoked keys.
+        KeyNotFound: when ``owner_id`` is not an active identity of the account (its id in the exception).
     """
     async with transaction(conn) as tx:
         await tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
@@ -246,24 +256,30 @@ async def issue_key_within_limit(conn: asyncpg.Pool | asyncpg.Connection, accoun
             "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL", account_id)
         if active >= limit:
             raise KeyLimitReached(limit)
+        if owner_id is not None and await tx.fetchval(
+                "SELECT 1 FROM identities WHERE id = $1 AND account_id = $2 AND state = 'active'",
+                owner_id, account_id) is None:
+            raise KeyNotFound(owner_id)
         return await issue_key(tx, account_id, display_name=display_name, description=description,
-                               expires_at=expires_at)
+                               expires_at=expires_at, owner_id=owner_id, disabled=disabled)
 
 
 async def list_active_keys(conn: asyncpg.Pool | asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
-    """The account's keys neither revoked nor expired, oldest first."""
+    """The account's keys neither revoked nor expired (disabled ones included), oldest first, with their owner's
+    ``owner_kind`` (user, service_account)."""
     return list(await conn.fetch(
-        """SELECT * FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL
-              AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at, id""",
+        """SELECT k.*, i.kind AS owner_kind FROM api_keys k JOIN identities i ON i.id = k.owner_id
+            WHERE k.account_id = $1 AND k.revoked_at IS NULL
+              AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at, k.id""",
         account_id))
 
 
 async def revoke_key(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, key_id: str) -> None:
-    """Revoke the account's key ``key_id``, unless no other active key of the account would remain.
+    """Revoke the account's key ``key_id``, unless no account admin would keep a usable key.
 
     Raises:
         KeyNotFound: when the account has no unrevoked key ``key_id``.
-        LastActiveKey: when the account has no other key neither revoked nor expired.
+        LastActiveKey: when no admin of the account would keep a key neither revoked, disabled nor expired.
     """
     async with transaction(conn) as tx:
         await tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
@@ -271,12 +287,46 @@ async def revoke_key(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, k
             "SELECT 1 FROM api_keys WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL", key_id, account_id)
         if found is None:
             raise KeyNotFound(key_id)
-        others = await tx.fetchval(
-            """SELECT count(*) FROM api_keys WHERE account_id = $1 AND id <> $2 AND revoked_at IS NULL
-                  AND (expires_at IS NULL OR expires_at > now())""", account_id, key_id)
-        if others == 0:
-            raise LastActiveKey(key_id)
         await tx.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+        await _admin_key_remains(tx, account_id, key_id)
+
+
+async def _admin_key_remains(tx: asyncpg.Connection, account_id: str, key_id: str) -> None:
+    """Raise LastActiveKey unless an account admin still holds a usable key (else nobody could manage the account)."""
+    usable = await tx.fetchval(
+        """SELECT count(*) FROM api_keys k JOIN identities i ON i.id = k.owner_id
+            WHERE k.account_id = $1 AND k.revoked_at IS NULL AND NOT k.disabled
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+              AND i.state = 'active' AND i.account_role = 'admin'""", account_id)
+    if usable == 0:
+        raise LastActiveKey(key_id)
+
+
+async def update_key(conn: asyncpg.Pool | asyncpg.Connection, account_id: str, key_id: str, *,
+                     check: Callable[[asyncpg.Record], None], display_name: str, description: str,
+                     disabled: bool) -> asyncpg.Record:
+    """Change the key's name, description and ``disabled`` (a disabled key authenticates nothing) and bump its
+    ``resource_version``; ``check`` gets the locked row and refuses by raising.
+
+    Raises:
+        KeyNotFound: the account has no unrevoked key ``key_id``.
+        LastActiveKey: disabling it would leave no account admin with a usable key (nothing stored).
+    """
+    async with transaction(conn) as tx:
+        await tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        row = await tx.fetchrow(
+            """SELECT * FROM api_keys WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL FOR UPDATE""",
+            key_id, account_id)
+        if row is None:
+            raise KeyNotFound(key_id)
+        check(row)
+        updated = await tx.fetchrow(
+            """UPDATE api_keys SET display_name = $2, description = $3, disabled = $4, updated_at = now(),
+                      resource_version = resource_version + 1
+                WHERE id = $1 RETURNING *""", key_id, display_name, description, disabled)
+        if disabled:
+            await _admin_key_remains(tx, account_id, key_id)
+    return updated
 
 
 async def find_active_key_by_prefix(conn: asyncpg.Pool | asyncpg.Connection,
@@ -284,12 +334,15 @@ async def find_active_key_by_prefix(conn: asyncpg.Pool | asyncpg.Connection,
     """The unrevoked, unexpired key with lookup ``prefix``, or None.
 
     Returns:
-        ``id``, ``secret_hash`` and ``account_id`` of the key, and its account's ``status``.
+        ``id``, ``secret_hash`` and ``account_id`` of the key, its account's ``status``, and its owner: ``owner_id``,
+        ``owner_kind``, ``account_role`` and ``namespace_access`` (JSON text). A disabled key, or one whose owner
+        was deleted, is not found.
     """
     return await conn.fetchrow(
-        """SELECT k.id, k.secret_hash, k.account_id, a.status
-             FROM api_keys k JOIN accounts a ON a.id = k.account_id
-            WHERE k.prefix = $1 AND k.revoked_at IS NULL
+        """SELECT k.id, k.secret_hash, k.account_id, a.status, k.owner_id, i.kind AS owner_kind, i.account_role,
+                  i.namespace_access::text AS namespace_access
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN identities i ON i.id = k.owner_id
+            WHERE k.prefix = $1 AND k.revoked_at IS NULL AND NOT k.disabled AND i.state = 'active'
               AND (k.expires_at IS NULL OR k.expires_at > now())""",
         prefix,
     )

@@ -1,0 +1,188 @@
+"""Routes: users and service accounts, their account roles and namespace access (Cloud Ops paths and JSON).
+
+The Cloud Ops methods themselves are in api/cloud_service.py, which the gRPC server calls too.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+from google.protobuf.message import Message
+from temporalio.api.cloud.cloudservice.v1 import (
+    CreateServiceAccountRequest,
+    CreateUserRequest,
+    DeleteServiceAccountRequest,
+    DeleteUserRequest,
+    GetServiceAccountRequest,
+    GetServiceAccountsRequest,
+    GetUserRequest,
+    GetUsersRequest,
+    SetServiceAccountNamespaceAccessRequest,
+    SetUserNamespaceAccessRequest,
+    UpdateServiceAccountRequest,
+    UpdateUserRequest,
+)
+
+from api import cloud_service
+from api.auth import require_customer
+from api.cloud_json import message_response, parse_message, proto_schema
+from api.cloud_service import Call
+from api.errors import ApiError
+from api.openapi import documented
+
+routes = web.RouteTableDef()
+TAGS = ("identities",)
+M = TypeVar("M", bound=Message)
+_PAGING = {"pageSize": "1 to 1000 (default 100)", "pageToken": "nextPageToken of the previous page"}
+_DELETING = {"resourceVersion": "refuse if it changed since", "asyncOperationId": "your id"}
+
+
+def _schema(name: str) -> dict[str, object]:
+    return proto_schema(f"temporal.api.cloud.cloudservice.v1.{name}")
+
+
+async def _call(request: web.Request) -> Call:
+    return Call.of(request.app, await require_customer(request))
+
+
+def _page_size(request: web.Request) -> int:
+    try:
+        size = int(request.query.get("pageSize") or cloud_service.PAGE_SIZE_DEFAULT)
+    except ValueError as err:
+        raise ApiError(400, "pageSize must be an integer") from err
+    if not 1 <= size <= cloud_service.PAGE_SIZE_MAX:
+        raise ApiError(400, f"pageSize must be between 1 and {cloud_service.PAGE_SIZE_MAX}")
+    return size
+
+
+async def _body(request: web.Request, message_type: type[M], **from_path: str) -> M:
+    """The body as ``message_type`` with the path's fields set (a body that names another one answers 400)."""
+    body = await parse_message(request, message_type)
+    for field, value in from_path.items():
+        if getattr(body, field) and getattr(body, field) != value:
+            raise ApiError(400, f"{field} in the body differs from the path")
+        setattr(body, field, value)
+    return body
+
+
+# --- Users ------------------------------------------------------------------------------------------------------
+
+
+@routes.post("/cloud/users")
+@documented("Add a user with an account role and namespace access (admins)", auth="customer",
+            request=_schema("CreateUserRequest"), response=_schema("CreateUserResponse"), tags=TAGS)
+async def create_user(request: web.Request) -> web.Response:
+    call = await _call(request)
+    return message_response(await cloud_service.create_user(call, await _body(request, CreateUserRequest)))
+
+
+@routes.get("/cloud/users")
+@documented("List the account's users", auth="customer", response=_schema("GetUsersResponse"),
+            query={**_PAGING, "email": "only the user with this email",
+                   "namespace": "only users with access to this namespace"}, tags=TAGS)
+async def get_users(request: web.Request) -> web.Response:
+    call = await _call(request)
+    listing = GetUsersRequest(page_size=_page_size(request), page_token=request.query.get("pageToken", ""),
+                              email=request.query.get("email", ""), namespace=request.query.get("namespace", ""))
+    return message_response(await cloud_service.get_users(call, listing))
+
+
+@routes.get("/cloud/users/{user_id}")
+@documented("Get a user", auth="customer", response=_schema("GetUserResponse"), tags=TAGS)
+async def get_user(request: web.Request) -> web.Response:
+    call = await _call(request)
+    return message_response(await cloud_service.get_user(call, GetUserRequest(user_id=request.match_info["user_id"])))
+
+
+@routes.post("/cloud/users/{user_id}")
+@documented("Change a user's email, account role and namespace access (admins; resourceVersion)",
+            auth="customer", request=_schema("UpdateUserRequest"), response=_schema("UpdateUserResponse"), tags=TAGS)
+async def update_user(request: web.Request) -> web.Response:
+    call = await _call(request)
+    body = await _body(request, UpdateUserRequest, user_id=request.match_info["user_id"])
+    return message_response(await cloud_service.update_user(call, body))
+
+
+@routes.delete("/cloud/users/{user_id}")
+@documented("Remove a user; its API keys are revoked (admins)", auth="customer",
+            response=_schema("DeleteUserResponse"), query=_DELETING, tags=TAGS)
+async def delete_user(request: web.Request) -> web.Response:
+    call = await _call(request)
+    return message_response(await cloud_service.delete_user(call, DeleteUserRequest(
+        user_id=request.match_info["user_id"], resource_version=request.query.get("resourceVersion", ""),
+        async_operation_id=request.query.get("asyncOperationId", ""))))
+
+
+@routes.post("/cloud/namespaces/{namespace}/users/{user_id}/access")
+@documented("Set (or, with no permission, remove) a user's access to a namespace (admins)", auth="customer",
+            request=_schema("SetUserNamespaceAccessRequest"), response=_schema("SetUserNamespaceAccessResponse"),
+            tags=TAGS)
+async def set_user_namespace_access(request: web.Request) -> web.Response:
+    call = await _call(request)
+    body = await _body(request, SetUserNamespaceAccessRequest, namespace=request.match_info["namespace"],
+                       user_id=request.match_info["user_id"])
+    return message_response(await cloud_service.set_user_namespace_access(call, body))
+
+
+# --- Service accounts -------------------------------------------------------------------------------------------
+
+
+@routes.post("/cloud/service-accounts")
+@documented("Add a service account with an account role and namespace access (admins)", auth="customer",
+            request=_schema("CreateServiceAccountRequest"), response=_schema("CreateServiceAccountResponse"),
+            tags=TAGS)
+async def create_service_account(request: web.Request) -> web.Response:
+    call = await _call(request)
+    body = await _body(request, CreateServiceAccountRequest)
+    return message_response(await cloud_service.create_service_account(call, body))
+
+
+@routes.get("/cloud/service-accounts")
+@documented("List the account's service accounts", auth="customer", response=_schema("GetServiceAccountsResponse"),
+            query=_PAGING, tags=TAGS)
+async def get_service_accounts(request: web.Request) -> web.Response:
+    call = await _call(request)
+    listing = GetServiceAccountsRequest(page_size=_page_size(request), page_token=request.query.get("pageToken", ""))
+    return message_response(await cloud_service.get_service_accounts(call, listing))
+
+
+@routes.get("/cloud/service-accounts/{service_account_id}")
+@documented("Get a service account", auth="customer", response=_schema("GetServiceAccountResponse"), tags=TAGS)
+async def get_service_account(request: web.Request) -> web.Response:
+    call = await _call(request)
+    return message_response(await cloud_service.get_service_account(
+        call, GetServiceAccountRequest(service_account_id=request.match_info["service_account_id"])))
+
+
+@routes.post("/cloud/service-accounts/{service_account_id}")
+@documented("Change a service account's name, description, role and namespace access (admins; resourceVersion)",
+            auth="customer", request=_schema("UpdateServiceAccountRequest"),
+            response=_schema("UpdateServiceAccountResponse"), tags=TAGS)
+async def update_service_account(request: web.Request) -> web.Response:
+    call = await _call(request)
+    body = await _body(request, UpdateServiceAccountRequest,
+                       service_account_id=request.match_info["service_account_id"])
+    return message_response(await cloud_service.update_service_account(call, body))
+
+
+@routes.delete("/cloud/service-accounts/{service_account_id}")
+@documented("Remove a service account; its API keys are revoked (admins)", auth="customer",
+            response=_schema("DeleteServiceAccountResponse"), query=_DELETING, tags=TAGS)
+async def delete_service_account(request: web.Request) -> web.Response:
+    call = await _call(request)
+    return message_response(await cloud_service.delete_service_account(call, DeleteServiceAccountRequest(
+        service_account_id=request.match_info["service_account_id"],
+        resource_version=request.query.get("resourceVersion", ""),
+        async_operation_id=request.query.get("asyncOperationId", ""))))
+
+
+@routes.post("/cloud/namespaces/{namespace}/service-accounts/{service_account_id}/access")
+@documented("Set (or, with no permission, remove) a service account's access to a namespace (admins)",
+            auth="customer", request=_schema("SetServiceAccountNamespaceAccessRequest"),
+            response=_schema("SetServiceAccountNamespaceAccessResponse"), tags=TAGS)
+async def set_service_account_namespace_access(request: web.Request) -> web.Response:
+    call = await _call(request)
+    body = await _body(request, SetServiceAccountNamespaceAccessRequest, namespace=request.match_info["namespace"],
+                       service_account_id=request.match_info["service_account_id"])
+    return message_response(await cloud_service.set_service_account_namespace_access(call, body))
