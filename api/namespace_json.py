@@ -69,7 +69,7 @@ def namespace_message(row: asyncpg.Record, settings: Settings) -> Namespace:
         state_deprecated=row["state"],
         async_operation_id=row["async_operation_id"] or "",
         endpoints=Endpoints(grpc_address=settings.temporal_public_address,
-                            web_address=f"{settings.temporal_ui_url}/namespaces/{row['namespace']}"),
+                            web_address=f"{settings.customer_ui_url.rstrip('/')}/namespaces/{row['namespace']}/workflows"),
     )
     ns.created_time.CopyFrom(_ts(row["created_at"]))
     ns.last_modified_time.CopyFrom(_ts(row["updated_at"]))

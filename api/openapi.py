@@ -9,7 +9,8 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-Auth = Literal["none", "customer", "operator", "signature"]
+# "access-token": an access token of the OpenID provider (api/oidc.py), which the customers' Temporal UI holds.
+Auth = Literal["none", "customer", "operator", "signature", "access-token"]
 H = TypeVar("H", bound=Callable[..., Any])
 
 
@@ -46,6 +47,7 @@ def _schema(obj: type[BaseModel] | dict[str, Any] | None) -> dict[str, Any]:
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "customer": [{"apiKey": []}], "operator": [{"operatorToken": []}], "none": [], "signature": [],
+    "access-token": [{"oidcAccessToken": []}],
 }
 
 
@@ -106,6 +108,8 @@ def build(app: web.Application, *, title: str = "tcloud API", version: str = "1"
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "a customer API key"},
                 "operatorToken": {"type": "http", "scheme": "bearer", "description": "the operator token"},
+                "oidcAccessToken": {"type": "http", "scheme": "bearer",
+                                    "description": "an access token from POST /oauth2/token"},
             },
         },
     }

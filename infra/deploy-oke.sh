@@ -16,12 +16,15 @@
 #   TCLOUD_POSTGRES_DSN, TCLOUD_STRIPE_API_KEY, TCLOUD_STRIPE_WEBHOOK_SECRET, TCLOUD_OPERATOR_TOKEN
 #                                 -> Secret tcloud-secrets (required unless it already exists)
 #   TCLOUD_SMTP_USERNAME, TCLOUD_SMTP_PASSWORD  spend-alert email relay -> Secret tcloud-secrets (optional)
+#   TCLOUD_OIDC_CLIENT_SECRET     the customers' Temporal UI's OIDC client secret -> Secret tcloud-secrets; without
+#                                 it (and none in the Secret) the customers' UI is not installed
 #   TCLOUD_JWT_PRIVATE_KEY        PEM of the API's RS256 signing key -> Secret tcloud-jwt
 #   TEMPORAL_POSTGRES_HOST        host:port of Temporal's PostgreSQL (required with Temporal)
 #   TEMPORAL_POSTGRES_PASSWORD    -> Secret temporal-postgres (required unless it already exists)
 #   GHCR_USERNAME, GHCR_TOKEN     -> image pull Secret ghcr-pull (for a private image)
 #   TCLOUD_HOSTNAME               public host of the API and portal (ingress, TLS from Let's Encrypt)
 #   TCLOUD_TEMPORAL_HOSTNAME      public host of Temporal's gRPC frontend for tenants (ingress, TLS)
+#   TCLOUD_UI_HOSTNAME            public host of the customers' Temporal UI (ingress, TLS; OIDC login via the API)
 #   TCLOUD_ACME_EMAIL             contact for Let's Encrypt: creates the ClusterIssuer `letsencrypt`
 #   TEMPORAL_CHART_VERSION        version of the official Temporal chart (default below)
 #   TCLOUD_TF_AUTO_APPROVE=1      apply Terraform without the interactive confirmation
@@ -48,7 +51,7 @@ SKIP_ADDONS=0
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'deploy.sh oke: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -73,6 +76,9 @@ need() {
 apply_stdin() { kubectl apply -f - >/dev/null; }
 
 secret_exists() { kubectl -n "$NAMESPACE" get secret "$1" >/dev/null 2>&1; }
+secret_has_key() {
+  [ -n "$(kubectl -n "$NAMESPACE" get secret "$1" -o "jsonpath={.data.$2}" 2>/dev/null)" ]
+}
 
 terraform_apply() {
   need terraform oci
@@ -129,6 +135,10 @@ ensure_secrets() {
       # Spend-alert email: the SMTP relay's credentials (OCI Email Delivery's SMTP user and password).
       extra+=(--from-literal=TCLOUD_SMTP_USERNAME="$TCLOUD_SMTP_USERNAME"
               --from-literal=TCLOUD_SMTP_PASSWORD="$TCLOUD_SMTP_PASSWORD")
+    fi
+    if [ -n "${TCLOUD_OIDC_CLIENT_SECRET:-}" ]; then
+      # Read by the API (the OpenID provider) and by the customers' Temporal UI (its client).
+      extra+=(--from-literal=TCLOUD_OIDC_CLIENT_SECRET="$TCLOUD_OIDC_CLIENT_SECRET")
     fi
     if [ -n "${TEMPORAL_POSTGRES_HOST:-}" ] && [ -n "${TEMPORAL_POSTGRES_PASSWORD:-}" ]; then
       # The daily backup dumps Temporal's persistence and visibility databases beside the platform's.
@@ -262,7 +272,13 @@ install_tcloud() {
   have_servicemonitor_crd || args+=(--set serviceMonitor.enabled=false)
   if [ -n "${TCLOUD_HOSTNAME:-}" ]; then
     args+=(--set-string "api.ingress.host=$TCLOUD_HOSTNAME"
-      --set-string "api.ingress.tls[0].hosts[0]=$TCLOUD_HOSTNAME" --set-string "api.ingress.tls[0].secretName=tcloud-tls")
+      --set-string "api.ingress.tls[0].hosts[0]=$TCLOUD_HOSTNAME" --set-string "api.ingress.tls[0].secretName=tcloud-tls"
+      --set-string "config.oidc_issuer=https://$TCLOUD_HOSTNAME")
+  fi
+  [ -z "${TCLOUD_UI_HOSTNAME:-}" ] || args+=(--set-string "config.customer_ui_url=https://$TCLOUD_UI_HOSTNAME")
+  if [ -z "${TCLOUD_OIDC_CLIENT_SECRET:-}" ] && ! secret_has_key tcloud-secrets TCLOUD_OIDC_CLIENT_SECRET; then
+    log "the customers' Temporal UI is not installed: set TCLOUD_OIDC_CLIENT_SECRET"
+    args+=(--set customerUi.enabled=false)
   fi
   log "tcloud chart (image $IMAGE:${IMAGE_TAG:-appVersion})"
   helm upgrade --install tcloud charts/tcloud --namespace "$NAMESPACE" \

@@ -174,6 +174,8 @@ def up(layout: Layout) -> None:
     layout.state.mkdir(parents=True, exist_ok=True)
     generated = read_env_file(layout.env_file)
     generated.setdefault("TCLOUD_OPERATOR_TOKEN", secrets.token_urlsafe(32))
+    # The customers' Temporal UI's OIDC client secret, known to the API (the provider) and the UI server.
+    generated.setdefault("TCLOUD_OIDC_CLIENT_SECRET", secrets.token_urlsafe(32))
     generated["TCLOUD_STATE_DIR"] = str(layout.state)
     # Everything runs on loopback here, so a spend-alert webhook may point at a local receiver.
     generated.setdefault("TCLOUD_ALERT_WEBHOOK_ALLOW_PRIVATE", "true")
@@ -191,7 +193,7 @@ def up(layout: Layout) -> None:
         generated.setdefault("TCLOUD_BACKUP_EXTRA_DSNS", json.dumps(
             {db: procs.database_dsn(server_dsn, db) for db in temporal_server.DATABASES}))
     write_env_file(layout.env_file, generated)
-    env = {**generated, **{k: v for k, v in os.environ.items() if k.startswith("TCLOUD_")}}
+    env = _with_local_issuer({**generated, **{k: v for k, v in os.environ.items() if k.startswith("TCLOUD_")}})
     os.environ.update(env)
     settings = Settings()
 
@@ -241,9 +243,13 @@ def up(layout: Layout) -> None:
                  and (settings.cloud_api_port is None or _cloud_api_serving(settings.cloud_api_port)), 60))
     if settings.local_temporal_engine == "server":
         print(asyncio.run(_wait_public_door(settings)))
+        _start_customer_ui(layout, settings, env)
 
     print()
     print(f"Temporal UI     {settings.temporal_ui_url}  (operators; namespace {settings.control_namespace})")
+    if settings.local_temporal_engine == "server":
+        print(f"                {settings.customer_ui_url}  (customers: sign in with an API key, see only their own "
+              "namespaces)")
     if settings.local_temporal_engine == "server":
         print(f"Temporal gRPC   {settings.temporal_public_address}  (tenants: a JWT from POST "
               "/cloud/namespaces/{ns}/token on every call)")
@@ -259,6 +265,32 @@ def up(layout: Layout) -> None:
     if _is_local_host(settings.smtp_host):
         print(f"Mail            smtp://{settings.smtp_host}:{settings.smtp_port}, kept in {layout.state / 'mail'}")
     print(f"Operator token  in {layout.env_file} (TCLOUD_OPERATOR_TOKEN)")
+
+
+def _with_local_issuer(env: dict[str, str]) -> dict[str, str]:
+    """The OpenID provider is the local API: its issuer follows TCLOUD_API_PORT unless set."""
+    if "TCLOUD_OIDC_ISSUER" not in env:
+        port = env.get("TCLOUD_API_PORT") or str(Settings.model_fields["api_port"].default)
+        env = {**env, "TCLOUD_OIDC_ISSUER": f"http://127.0.0.1:{port}"}
+    return env
+
+
+def _start_customer_ui(layout: Layout, settings: Settings, env: dict[str, str]) -> None:
+    """The UI gateway, then the customers' UI server (it reads the API's discovery document as it starts)."""
+    gateway = procs.Process("ui-gateway", [sys.executable, "-m", "api.ui_gateway"], layout.log("ui-gateway"),
+                            env=env)
+    print(_start(layout, gateway, lambda: procs.port_open(settings.ui_gateway_port, settings.ui_gateway_host), 30))
+    secret = settings.oidc_client_secret
+    assert secret is not None, "TCLOUD_OIDC_CLIENT_SECRET is generated into tcloud.env"
+    port = urlsplit(settings.customer_ui_url).port or 80
+    config = temporal_server.customer_ui_config(
+        gateway_address=f"{settings.ui_gateway_host}:{settings.ui_gateway_port}", port=port,
+        ui_url=settings.customer_ui_url, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
+        client_secret=secret.get_secret_value(), callback_url=settings.customer_ui_redirect_uris[0],
+        session_seconds=settings.oidc_session_seconds)
+    ui = temporal_server.customer_ui_process(layout.state / "customer-ui", config,
+                                             log=layout.log("temporal-ui-customers"))
+    print(_start(layout, ui, lambda: temporal_server.ui_ready(port), 30))
 
 
 async def _public_door_status(settings: Settings) -> str:
@@ -314,6 +346,19 @@ def _cloud_api_status(settings: Settings) -> str:
     raise RuntimeError("the Cloud Ops API answered a call without an API key")
 
 
+def _customer_ui_status(settings: Settings) -> str:
+    """The customers' UI answers, its gateway listens, and the API's discovery document names the UI's issuer."""
+    ui = settings.customer_ui_url.rstrip("/")
+    if not procs.http_ok(f"{ui}/healthz"):
+        raise RuntimeError(f"{ui} does not answer")
+    if not procs.port_open(settings.ui_gateway_port, settings.ui_gateway_host):
+        raise RuntimeError(f"the UI gateway {settings.ui_gateway_host}:{settings.ui_gateway_port} is not listening")
+    discovery = f"{settings.oidc_issuer.rstrip('/')}/.well-known/openid-configuration"
+    if not procs.http_ok(discovery):
+        raise RuntimeError(f"{discovery} does not answer")
+    return f"{ui} (sign-in at {settings.oidc_issuer.rstrip('/')}/oauth2/authorize)"
+
+
 async def _temporal_status(settings: Settings) -> str:
     from tcloud.platform.temporal import connect, namespace_exists
 
@@ -349,8 +394,8 @@ def _mail_status(settings: Settings) -> str:
 
 
 def status(layout: Layout) -> int:
-    os.environ.update({**read_env_file(layout.env_file),
-                       **{k: v for k, v in os.environ.items() if k.startswith("TCLOUD_")}})
+    os.environ.update(_with_local_issuer({**read_env_file(layout.env_file),
+                                          **{k: v for k, v in os.environ.items() if k.startswith("TCLOUD_")}}))
     settings = Settings()
 
     def check(fn: Callable[[], object]) -> tuple[bool, str]:
@@ -370,6 +415,8 @@ def status(layout: Layout) -> int:
         *([("temporal-public", lambda: asyncio.run(_public_door_status(settings)))]
           if settings.local_temporal_engine == "server" else []),
         ("temporal-ui", lambda: procs.http_ok(settings.temporal_ui_url)),
+        *([("customer-ui", lambda: _customer_ui_status(settings))]
+          if settings.local_temporal_engine == "server" else []),
         ("prometheus", lambda: procs.http_ok(f"{prom}/-/ready")),
         ("stripe", lambda: procs.http_ok(f"{settings.stripe_api_base.rstrip('/')}/v1/customers?limit=1",
                                          headers={"Authorization": f"Bearer {stripe_key}"})),
@@ -399,7 +446,8 @@ def stop_components(layout: Layout, names: tuple[str, ...]) -> None:
 
 
 def stop(layout: Layout) -> None:
-    stop_components(layout, ("api", "worker", "mail", "prometheus", "localstripe", "temporal-ui", "temporal"))
+    stop_components(layout, ("temporal-ui-customers", "ui-gateway", "api", "worker", "mail", "prometheus",
+                             "localstripe", "temporal-ui", "temporal"))
     if procs.stop_embedded_postgres(layout.pgdata):
         print("postgres: stopped")
     else:

@@ -256,7 +256,8 @@ def _healthy(address: str) -> bool:
 # --- The operators' Temporal UI ---------------------------------------------------------------------------
 
 def ui_config(*, grpc_address: str, port: int, default_namespace: str) -> dict[str, object]:
-    """The UI server's config: the operators' UI on loopback, talking to the internal frontend."""
+    """The UI server's config: the operators' UI on loopback, talking to the internal frontend (the base of the
+    customers' UI too, :func:`customer_ui_config`)."""
     return {
         "temporalGrpcAddress": grpc_address,
         "host": "127.0.0.1",
@@ -273,14 +274,69 @@ def ui_config(*, grpc_address: str, port: int, default_namespace: str) -> dict[s
 
 
 def ui_process(root: Path, *, grpc_address: str, port: int, default_namespace: str, log: Path) -> procs.Process:
+    config = ui_config(grpc_address=grpc_address, port=port, default_namespace=default_namespace)
+    return _ui_server("temporal-ui", root, config, log)
+
+
+def _ui_server(name: str, root: Path, config: dict[str, object], log: Path) -> procs.Process:
+    """The UI server reading ``config`` (written under ``root``, mode 0600: it may hold a client secret)."""
     binary = str(gobuild.ensure_built(gobuild.TEMPORAL_UI_SERVER))
     config_dir = root / "ui-config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    config = ui_config(grpc_address=grpc_address, port=port, default_namespace=default_namespace)
-    (config_dir / "base.yaml").write_text(json.dumps(config, indent=2) + "\n")
+    base = config_dir / "base.yaml"
+    base.touch(mode=0o600)
+    base.chmod(0o600)
+    base.write_text(json.dumps(config, indent=2) + "\n")
     (config_dir / "tcloud.yaml").write_text("{}\n")
     argv = [binary, "--root", str(root), "--config", "ui-config", "--env", "tcloud", "start"]
-    return procs.Process("temporal-ui", argv, log)
+    return procs.Process(name, argv, log)
+
+
+# --- The customers' Temporal UI ---------------------------------------------------------------------------
+
+# The OIDC scopes the customers' UI asks for; the provider (api/oidc.py) serves exactly these.
+CUSTOMER_UI_SCOPES = ("openid", "profile", "email")
+# The customers' UI sends a customer who is not signed in straight to the provider's sign-in page; its start page
+# probes this namespace, which no tenant may read, and so shows the namespace picker (the customer's own).
+CUSTOMER_UI_DEFAULT_NAMESPACE = "default"
+
+
+def customer_ui_config(*, gateway_address: str, port: int, ui_url: str, issuer: str, client_id: str,
+                       client_secret: str, callback_url: str, session_seconds: int) -> dict[str, object]:
+    """The customers' UI server: OIDC login against the control plane (the provider at ``issuer``), Temporal
+    reached through the UI gateway (api/ui_gateway.py) in front of the public frontend, so each call carries the
+    signed-in customer's token and the server decides; a link back to the portal in its top bar."""
+    config = ui_config(grpc_address=gateway_address, port=port, default_namespace=CUSTOMER_UI_DEFAULT_NAMESPACE)
+    ui_origin = _origin(ui_url)
+    portal_origin = _origin(issuer)
+    config["cors"] = {"cookieInsecure": not ui_url.startswith("https://"), "allowOrigins": [ui_origin]}
+    config["auth"] = {
+        "enabled": True,
+        "redirectToProvider": True,
+        # A sign-in lasts as long as the provider's session, whatever the refresh tokens say.
+        "maxSessionDuration": f"{session_seconds}s",
+        "providers": [{
+            "label": "tcloud", "type": "oidc", "providerUrl": issuer, "clientId": client_id,
+            "clientSecret": client_secret, "callbackUrl": callback_url, "scopes": list(CUSTOMER_UI_SCOPES),
+            "refreshTokenDuration": f"{session_seconds}s",
+        }],
+    }
+    config["customUi"] = {"enabled": True, "iframeExtensions": [{
+        "id": "tcloud-portal", "title": "tcloud portal", "slot": "app.top-nav.actions.before",
+        "src": f"{portal_origin}/ui-link", "allowedOrigin": portal_origin,
+        # Its link opens the portal in a new tab, which inherits these (the portal needs scripts, forms, dialogs).
+        "sandbox": {"allowPopups": True, "allowSameOrigin": True, "allowForms": True, "allowModals": True},
+    }]}
+    return config
+
+
+def customer_ui_process(root: Path, config: dict[str, object], *, log: Path) -> procs.Process:
+    return _ui_server("temporal-ui-customers", root, config, log)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def ui_ready(port: int) -> bool:

@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OidcClient(BaseModel):
+    """A client of the OpenID provider besides the customers' UI (``TCLOUD_OIDC_EXTRA_CLIENTS``)."""
+
+    secret: SecretStr | None = None
+    redirect_uris: list[str]
 
 
 class Settings(BaseSettings):
@@ -68,6 +75,32 @@ class Settings(BaseSettings):
     signup_enabled: bool = False
     jwt_private_key_file: Path | None = None
     jwt_ttl_seconds: int = 3600
+
+    # The customers' Temporal UI: a second UI server with its OIDC login, this API as the OpenID provider
+    # (api/oidc.py), on the public frontend through the UI gateway (api/ui_gateway.py); the operators' UI stays
+    # temporal_ui_url, on the internal frontend. The issuer is this API's public URL (discovery at
+    # <issuer>/.well-known/openid-configuration); the UI is its one client, with exactly the redirect URI
+    # <customer_ui_url>/auth/sso/callback unless oidc_redirect_uris says otherwise.
+    customer_ui_url: str = "http://127.0.0.1:8081"
+    oidc_issuer: str = "http://127.0.0.1:3000"
+    oidc_client_id: str = "temporal-ui"
+    oidc_client_secret: SecretStr | None = None
+    oidc_redirect_uris: list[str] = []
+    # More registered clients, client id -> {"secret": ..., "redirect_uris": [...]}; no secret: a public client,
+    # which must use PKCE (S256).
+    oidc_extra_clients: dict[str, OidcClient] = {}
+    # An authorization code is single-use and lives this long; access and ID tokens live oidc_token_ttl_seconds,
+    # then the UI refreshes them with its refresh token (rotated at each use) until oidc_session_seconds after
+    # the sign-in, when the customer signs in again.
+    oidc_code_ttl_seconds: int = Field(default=60, gt=0, le=600)
+    oidc_token_ttl_seconds: int = Field(default=600, gt=0)
+    oidc_session_seconds: int = Field(default=8 * 3600, gt=0)
+    # The gateway between the customers' UI server and the public frontend (api/ui_gateway.py): where it listens,
+    # where it forwards (None: temporal_public_address) and where it reads the keys (None: the issuer's JWKS).
+    ui_gateway_host: str = "127.0.0.1"
+    ui_gateway_port: int = 7237
+    ui_gateway_upstream: str | None = None
+    ui_gateway_jwks_url: str | None = None
     # Slow-down of repeated authentication failures, per client address (api/throttle.py): after this many
     # failures within the window, authentication answers 429. Behind N proxies, set the hops so the client is
     # read from X-Forwarded-For.
@@ -148,6 +181,11 @@ class Settings(BaseSettings):
     def backup_path(self) -> Path:
         """Directory of the filesystem backup store."""
         return self.backup_dir or self.state_dir / "backups"
+
+    @property
+    def customer_ui_redirect_uris(self) -> list[str]:
+        """The redirect URIs registered for the customers' UI: exactly these, compared as strings."""
+        return self.oidc_redirect_uris or [f"{self.customer_ui_url.rstrip('/')}/auth/sso/callback"]
 
 
 @lru_cache(maxsize=1)

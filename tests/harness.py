@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp.test_utils import TestClient, TestServer
 from temporalio.client import Client
@@ -127,6 +128,47 @@ class TemporalServer:
 
 
 TemporalFactory = Callable[..., TemporalServer]
+
+
+@dataclass
+class CustomerUi:
+    """The customers' Temporal UI server (launcher.temporal_server.customer_ui_config): OIDC login against the API
+    at ``settings.oidc_issuer``, Temporal through the UI gateway at ``gateway_address``.
+
+    Its start fetches the provider's discovery document, so the API must answer by then; start it with
+    ``await asyncio.to_thread(ui.start)`` when the API runs in the caller's event loop.
+    """
+
+    root: Path
+    settings: Settings
+    gateway_address: str
+    managed: Managed | None = None
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.settings.customer_ui_url).port or 80
+
+    @property
+    def url(self) -> str:
+        return self.settings.customer_ui_url.rstrip("/")
+
+    def start(self) -> None:
+        secret = self.settings.oidc_client_secret
+        assert secret is not None, "the customers' UI needs TCLOUD_OIDC_CLIENT_SECRET"
+        config = temporal_server.customer_ui_config(
+            gateway_address=self.gateway_address, port=self.port, ui_url=self.url,
+            issuer=self.settings.oidc_issuer, client_id=self.settings.oidc_client_id,
+            client_secret=secret.get_secret_value(), callback_url=self.settings.customer_ui_redirect_uris[0],
+            session_seconds=self.settings.oidc_session_seconds)
+        proc = temporal_server.customer_ui_process(self.root, config, log=self.root / "customer-ui.log")
+        self.managed = Managed(proc)
+        popen = self.managed.start()
+        procs.wait_until(lambda: temporal_server.ui_ready(self.port), timeout=30, what="customers' temporal-ui",
+                         proc=popen, log=proc.log)
+
+    def stop(self) -> None:
+        if self.managed:
+            self.managed.stop()
 
 
 async def connect_when_healthy(address: str, wait_seconds: float = 60) -> Client:

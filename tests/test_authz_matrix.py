@@ -32,6 +32,7 @@ from tests.security_support import on_server, private_temporal, running_worker
 
 PERIOD = "2025-02"
 OPERATOR_ONLY, CUSTOMER, PUBLIC, SIGNED = "operator", "customer", "none", "signature"
+ACCESS_TOKEN = "access-token"  # an access token of the OpenID provider (api/oidc.py): no API key opens it
 
 
 @dataclass
@@ -208,6 +209,11 @@ async def test_every_route_answers_each_caller_as_its_auth_says(
                                  ("alice", alice.account.headers)):
                 cell = await call(matrix_api, who, headers, method, path, operator_values)
                 checks.append((cell, problem(cell, allowed={400})))
+        elif auth == ACCESS_TOKEN:
+            for who, headers in (("anonymous", anonymous), ("wrong key", wrong_key), ("operator", operator_headers),
+                                 ("alice", alice.account.headers)):
+                cell = await call(matrix_api, who, headers, method, path, operator_values)
+                checks.append((cell, problem(cell, allowed={401})))
         elif auth == OPERATOR_ONLY:
             for who, headers, want in (("anonymous", anonymous, 401), ("wrong key", wrong_key, 403),
                                        ("alice", alice.account.headers, 403), ("bob", bob.account.headers, 403)):

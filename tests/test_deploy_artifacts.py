@@ -23,7 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from api import oidc
 from api.app import create_app
+from launcher import temporal_server
 from tcloud.settings import Settings
 from tests import harness
 
@@ -282,13 +284,18 @@ def test_every_config_value_of_the_chart_is_a_setting() -> None:
 
 
 def test_containers_run_as_non_root_with_a_read_only_root() -> None:
-    for deployment in (d for d in render(production_values()) if d["kind"] == "Deployment"):
+    deployments = [d for d in render(production_values()) if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} >= {f"{RELEASE}-customer-ui", f"{RELEASE}-ui-gateway"}
+    for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == dockerfile_user()
         assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-        # Writable places the processes need: /tmp (pg_dump files) and the state directory.
         mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        if deployment["metadata"]["name"] == f"{RELEASE}-customer-ui":  # Temporal's UI image: its config, /tmp
+            assert mounts == {"/home/ui-server/config", "/tmp"}
+            continue
+        # Writable places the processes need: /tmp (pg_dump files) and the state directory.
         assert {"/tmp", "/var/lib/tcloud"} <= mounts
 
 
@@ -304,6 +311,99 @@ def test_service_monitors_scrape_named_service_ports() -> None:
         service_ports = {p["name"] for p in services[0]["spec"]["ports"]}
         for endpoint in monitor["spec"]["endpoints"]:
             assert endpoint["port"] in service_ports and endpoint["path"] == "/metrics"
+
+
+# --- The customers' Temporal UI -------------------------------------------------------------------------------
+
+SECRET_IN_UI_CONFIG = '{{ env "TEMPORAL_AUTH_CLIENT_SECRET" | quote }}'
+
+
+def customer_ui_config(docs: list[Manifest]) -> dict[str, Any]:
+    """The UI server's config file the chart renders, its client secret template replaced by a marker."""
+    text = only(docs, "ConfigMap", f"{RELEASE}-customer-ui")["data"]["docker.yaml"]
+    # The UI server's own template (Go text/template) reads the secret from the environment at start.
+    assert text.startswith("# enable-template\n") and text.count(SECRET_IN_UI_CONFIG) == 1
+    config: dict[str, Any] = yaml.safe_load(text.replace(SECRET_IN_UI_CONFIG, '"<secret>"'))
+    return config
+
+
+def test_the_customer_ui_is_configured_as_the_local_one() -> None:
+    """The chart's UI server config is launcher.temporal_server.customer_ui_config's, which the browser test runs."""
+    docs = render(production_values())
+    chart = customer_ui_config(docs)
+    config = production_values()["config"]
+    defaults = Settings()
+    local = temporal_server.customer_ui_config(
+        gateway_address=chart["temporalGrpcAddress"], port=chart["port"], ui_url=config["customer_ui_url"],
+        issuer=config["oidc_issuer"], client_id=defaults.oidc_client_id, client_secret="<secret>",
+        callback_url=config["customer_ui_url"] + "/auth/sso/callback", session_seconds=defaults.oidc_session_seconds)
+    assert chart.pop("host") == "0.0.0.0" and local.pop("host") == "127.0.0.1"  # a pod, a loopback process
+    assert chart == local
+    assert chart["auth"]["enabled"] is True and chart["cors"]["cookieInsecure"] is False
+
+
+def test_the_customer_ui_and_the_api_agree_on_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(production_values())
+    provider = customer_ui_config(docs)["auth"]["providers"][0]
+    api = settings_of(docs, f"{RELEASE}-api", monkeypatch)
+    assert provider["providerUrl"] == api.oidc_issuer == "https://" + production_values()["api"]["ingress"]["host"]
+    assert provider["clientId"] == api.oidc_client_id
+    assert [provider["callbackUrl"]] == api.customer_ui_redirect_uris
+    assert provider["scopes"] == list(oidc.SCOPES)
+    # The client secret: one key of the Secret both read (the API as a setting, the UI from its environment).
+    ui = container(only(docs, "Deployment", f"{RELEASE}-customer-ui"))
+    ref = next(e for e in ui["env"] if e["name"] == "TEMPORAL_AUTH_CLIENT_SECRET")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": production_values()["secrets"]["existingSecret"], "key": "TCLOUD_OIDC_CLIENT_SECRET"}
+    assert "SecretStr" in str(Settings.model_fields["oidc_client_secret"].annotation)
+    # Its public host: the ingress, with TLS, in front of the UI's Service.
+    ingress = only(docs, "Ingress", f"{RELEASE}-customer-ui")
+    host = urllib.parse.urlsplit(api.customer_ui_url).hostname
+    assert ingress["spec"]["rules"][0]["host"] == host and ingress["spec"]["tls"][0]["hosts"] == [host]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
+        "name": f"{RELEASE}-customer-ui", "port": {"name": "http"}}
+    # Temporal's chart runs the same UI release for the operators.
+    temporal_web = yaml.safe_load(TEMPORAL_VALUES.read_text())["web"]["image"]
+    assert ui["image"] == f"{temporal_web['repository']}:{temporal_web['tag']}"
+
+
+def test_the_customer_ui_reaches_the_public_frontend_through_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(production_values())
+    gateway_service = only(docs, "Service", f"{RELEASE}-ui-gateway")
+    port = next(p for p in gateway_service["spec"]["ports"] if p["name"] == "grpc")
+    assert customer_ui_config(docs)["temporalGrpcAddress"] == f"{gateway_service['metadata']['name']}:{port['port']}"
+    gateway = settings_of(docs, f"{RELEASE}-ui-gateway", monkeypatch)
+    assert container(only(docs, "Deployment", f"{RELEASE}-ui-gateway"))["command"] == ["tcloud-ui-gateway"]
+    assert (gateway.ui_gateway_host, gateway.ui_gateway_port) == ("0.0.0.0", port["port"])
+    # Upstream: the Temporal chart's public frontend (release `temporal`), not the internal one the API uses.
+    assert gateway.ui_gateway_upstream == "temporal-frontend:7233"
+    assert gateway.temporal_address == "temporal-internal-frontend:7236"
+    # Keys: the API Service's JWKS, the one Temporal's frontend trusts too.
+    keys = yaml.safe_load(TEMPORAL_VALUES.read_text())["server"]["config"]["authorization"]["jwtKeyProvider"]
+    api_service = only(docs, "Service", f"{RELEASE}-api")["metadata"]["name"]
+    assert gateway.ui_gateway_jwks_url == f"http://{api_service}:80/.well-known/jwks.json"
+    assert keys["keySourceURIs"] == [f"http://{api_service}/.well-known/jwks.json"]
+    assert gateway.oidc_issuer == production_values()["config"]["oidc_issuer"]
+    # The gateway has no key to sign with.
+    pod = only(docs, "Deployment", f"{RELEASE}-ui-gateway")["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "secret" in v]
+    assert callable(importlib.metadata.entry_points(group="console_scripts")["tcloud-ui-gateway"].load())
+
+
+def test_the_customer_ui_needs_its_url_and_is_off_by_default() -> None:
+    assert not [d for d in render(None) if "customer-ui" in d["metadata"]["name"] or
+                "ui-gateway" in d["metadata"]["name"]]
+    with pytest.raises(helm_python.HelmRenderError, match=r"config\.customer_ui_url"):
+        render({"customerUi": {"enabled": True}})
+    with pytest.raises(helm_python.HelmRenderError, match=r"config\.oidc_issuer"):
+        render({"customerUi": {"enabled": True}, "config": {"customer_ui_url": "https://ui.example.org"}})
+    # A throw-away installation with the client secret in values: the chart's Secret carries it.
+    docs = render({"customerUi": {"enabled": True},
+                   "config": {"customer_ui_url": "https://ui.example.org", "oidc_issuer": "https://api.example.org"},
+                   "secrets": {"values": {"oidc_client_secret": "s3cret", "postgres_dsn": "postgresql://x@db/t"}}})
+    secret = only(docs, "Secret", f"{RELEASE}-secrets")
+    assert secret["stringData"]["TCLOUD_OIDC_CLIENT_SECRET"] == "s3cret"
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
 # --- Grafana dashboards ----------------------------------------------------------------------------------------
@@ -401,6 +501,14 @@ def test_tenants_reach_temporals_frontend_over_grpc_with_tls() -> None:
     # The same ClusterIssuer as the API's ingress.
     api_ingress = production_values()["api"]["ingress"]["annotations"]
     assert frontend["annotations"]["cert-manager.io/cluster-issuer"] == api_ingress["cert-manager.io/cluster-issuer"]
+
+
+def test_the_operators_ui_uses_the_internal_frontend() -> None:
+    """The official chart's UI is the operators': every namespace, no sign-in, so only on the internal door and
+    without an ingress (the customers' UI is the tcloud chart's customerUi)."""
+    web = yaml.safe_load(TEMPORAL_VALUES.read_text())["web"]
+    assert web["temporalAddress"] == production_values()["config"]["temporal_address"]
+    assert "ingress" not in web
 
 
 def test_temporal_values_create_the_control_namespace_and_search_attributes() -> None:

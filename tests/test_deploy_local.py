@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     state = tmp_path_factory.mktemp("deploy-state")
-    grpc, public, ui, http, metrics, prom, stripe_port, api, worker, smtp, cloud = (
-        procs.free_port() for _ in range(11))
+    grpc, public, ui, http, metrics, prom, stripe_port, api, worker, smtp, cloud, customer_ui, gateway = (
+        procs.free_port() for _ in range(13))
     others_from = next(p for p in iter(lambda: procs.free_low_port(20000, 32000), None)
                        if all(not procs.port_open(p + i) for i in range(8)))
     return {
@@ -46,6 +46,8 @@ def deploy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "TCLOUD_CLOUD_API_PORT": str(cloud),
         "TCLOUD_WORKER_METRICS_PORT": str(worker),
         "TCLOUD_SMTP_PORT": str(smtp),
+        "TCLOUD_CUSTOMER_UI_URL": f"http://127.0.0.1:{customer_ui}",
+        "TCLOUD_UI_GATEWAY_PORT": str(gateway),
     }
 
 

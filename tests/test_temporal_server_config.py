@@ -55,3 +55,34 @@ def test_two_doors_the_internal_one_on_loopback() -> None:
     assert all(s["rpc"]["bindOnIP"] == "127.0.0.1" for s in services.values())
     assert CHART["server"]["internal-frontend"]["enabled"] is True
     assert "ingress" not in CHART["server"]["internal-frontend"]
+
+
+def test_two_uis_the_operators_on_the_internal_door_the_customers_with_their_sign_in() -> None:
+    """The operators' UI runs without a sign-in, so only against the internal frontend; the customers' UI signs in
+    with the API as its OpenID provider and reaches Temporal through the UI gateway, with the same UI release."""
+    from api import oidc
+    from tcloud.settings import Settings
+
+    operators = temporal_server.ui_config(grpc_address="127.0.0.1:7236", port=8080, default_namespace="tcloud-system")
+    assert operators["auth"] == {"enabled": False}
+    assert CHART["web"]["temporalAddress"].endswith(":7236")  # production: the internal frontend too
+
+    settings = Settings()
+    customers = temporal_server.customer_ui_config(
+        gateway_address=f"127.0.0.1:{settings.ui_gateway_port}", port=8081, ui_url=settings.customer_ui_url,
+        issuer=settings.oidc_issuer, client_id=settings.oidc_client_id, client_secret="s",
+        callback_url=settings.customer_ui_redirect_uris[0], session_seconds=settings.oidc_session_seconds)
+    assert customers["temporalGrpcAddress"] == f"127.0.0.1:{settings.ui_gateway_port}"
+    auth = customers["auth"]
+    assert auth["enabled"] is True and auth["redirectToProvider"] is True
+    [provider] = auth["providers"]
+    assert (provider["type"], provider["providerUrl"], provider["clientId"]) == (
+        "oidc", settings.oidc_issuer, settings.oidc_client_id)
+    assert provider["callbackUrl"] == "http://127.0.0.1:8081/auth/sso/callback"
+    assert set(provider["scopes"]) <= set(oidc.SCOPES)
+    assert customers["cors"] == {"cookieInsecure": True, "allowOrigins": [settings.customer_ui_url]}
+    # The link back to the portal: the API's page, framed from the API's origin only.
+    [link] = customers["customUi"]["iframeExtensions"]
+    assert link["allowedOrigin"] == settings.oidc_issuer and link["src"] == f"{settings.oidc_issuer}/ui-link"
+    tcloud_values = yaml.safe_load((REPO / "charts" / "tcloud" / "values.yaml").read_text())
+    assert "v" + tcloud_values["customerUi"]["image"]["tag"] == gobuild.UI_SERVER_VERSION

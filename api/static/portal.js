@@ -94,7 +94,11 @@ async function namespacesView() {
       const { namespaces = [] } = await api("GET", "/cloud/namespaces");
       if (!namespaces.length) return empty("No namespaces yet. Create one above.");
       return table([
-        { label: "Namespace", render: (n) => n.namespace },
+        // Its page in the customers' Temporal UI (sign-in there with an API key of the account).
+        { label: "Namespace", render: (n) => /ACTIVE|UPDATING/.test(n.state) && n.endpoints && n.endpoints.webAddress
+          ? h("a", { href: n.endpoints.webAddress, target: "_blank", rel: "noopener",
+                     "data-testid": `ui-link-${n.namespace}`, title: "Open in the Temporal UI" }, n.namespace, " ↗")
+          : n.namespace },
         { label: "State", render: (n) => h("span", { "data-testid": `state-${n.namespace}` }, stateBadge(n.state)) },
         { label: "Retention", num: true, render: (n) => `${n.spec.retentionDays} d` },
         { label: "Created", render: (n) => (n.createdTime || "").slice(0, 16).replace("T", " ") },
