@@ -123,7 +123,9 @@ async def test_deploy_local_status_stop_keeps_data(deploy_env: dict[str, str]) -
         assert "api: started" in up.stdout
         status = deploy(deploy_env, "status")
         assert "DOWN" not in status.stdout, status.stdout
-        assert status.stdout.count("UP") == 10
+        assert status.stdout.count("UP") == 11
+        # The customers' Temporal UI, its gateway and the API's OpenID discovery document.
+        assert f"UP    customer-ui  {deploy_env['TCLOUD_CUSTOMER_UI_URL']} (sign-in at " in status.stdout
         assert "refuses calls without a JWT" in status.stdout
         assert "refuses calls without an API key" in status.stdout  # the Cloud Ops gRPC server of the API process
         # The mail sink keeps what it is sent in the state directory.
