@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
-from temporalio.api.cloud.namespace.v1 import Endpoints, Namespace, NamespaceSpec
+from temporalio.api.cloud.namespace.v1 import ApiKeyAuthSpec, Endpoints, Namespace, NamespaceSpec
 from temporalio.api.cloud.resource.v1 import ResourceState
 
 from api.errors import ApiError
@@ -12,8 +12,9 @@ from tcloud.domain.namespace_names import name_problem
 from tcloud.settings import Settings
 
 RETENTION_MIN, RETENTION_MAX, RETENTION_DEFAULT = 1, 90, 30
-# The NamespaceSpec fields this platform implements; any other field set in a request is refused.
-SUPPORTED_SPEC_FIELDS = frozenset({"name", "retention_days", "regions"})
+# The NamespaceSpec fields this platform implements; any other field set in a request is refused. `api_key_auth`
+# is always on (tenants reach their namespaces with tokens from their API keys): a spec may say so, not turn it off.
+SUPPORTED_SPEC_FIELDS = frozenset({"name", "retention_days", "regions", "api_key_auth"})
 
 _STATE = {
     "provisioning": ResourceState.RESOURCE_STATE_ACTIVATING,
@@ -38,6 +39,9 @@ def checked_spec(spec: NamespaceSpec, *, region: str, name: str | None = None,
     unsupported = sorted(f.json_name for f, _ in spec.ListFields() if f.name not in SUPPORTED_SPEC_FIELDS)
     if unsupported:
         raise ApiError(400, f"spec fields not supported on this platform: {', '.join(unsupported)}")
+    if spec.HasField("api_key_auth") and not spec.api_key_auth.enabled:
+        raise ApiError(400, "spec.apiKeyAuth cannot be disabled: API keys (and their tokens) are how this "
+                            "platform's namespaces are reached")
     if any(r != region for r in spec.regions) or len(spec.regions) > 1:
         raise ApiError(400, f"spec.regions: this platform has one region, {region!r}")
     if name is not None:
@@ -64,7 +68,8 @@ def namespace_message(row: asyncpg.Record, settings: Settings) -> Namespace:
     ns = Namespace(
         namespace=row["namespace"],
         resource_version=str(row["resource_version"]),
-        spec=NamespaceSpec(name=row["name"], retention_days=row["retention_days"], regions=[settings.cloud_region]),
+        spec=NamespaceSpec(name=row["name"], retention_days=row["retention_days"], regions=[settings.cloud_region],
+                           api_key_auth=ApiKeyAuthSpec(enabled=True)),
         state=_STATE[row["state"]],
         state_deprecated=row["state"],
         async_operation_id=row["async_operation_id"] or "",

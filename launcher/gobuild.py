@@ -8,6 +8,7 @@ and production run the same server.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,9 @@ class GoProgram:
     name: str
     package: str
     version: str
+    # Build inside the downloaded module (its own go.mod) instead of `go install <package>@<version>`: for a module
+    # whose version list the Go module proxy refuses, which `go install` reads for deprecation notices.
+    build_in_module: bool = False
 
     @property
     def binary_name(self) -> str:
@@ -41,7 +45,13 @@ TEMPORAL_UI_SERVER = GoProgram("temporal-ui-server", "github.com/temporalio/ui-s
 # The last MPL-licensed Terraform CLI whose module installs with `go install` (later ones carry replace
 # directives): `terraform fmt` checks infra/terraform offline.
 TERRAFORM = GoProgram("terraform", "github.com/hashicorp/terraform", "v1.5.7")
-PROGRAMS = (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, TEMPORAL_UI_SERVER, TERRAFORM)
+# Temporal's Terraform provider for Temporal Cloud, run against this platform's Cloud Ops API by
+# tests/test_terraform_provider.py (a development override: nothing from the Terraform registry). v1.0.0 builds with
+# Go 1.26.8; proxy.golang.org answers 403 for the module's version list, hence the build inside the module.
+TERRAFORM_PROVIDER_TEMPORALCLOUD = GoProgram("terraform-provider-temporalcloud",
+                                             "github.com/temporalio/terraform-provider-temporalcloud", "v1.0.0",
+                                             build_in_module=True)
+PROGRAMS = (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, TEMPORAL_UI_SERVER, TERRAFORM, TERRAFORM_PROVIDER_TEMPORALCLOUD)
 
 
 def cache_dir() -> Path:
@@ -75,7 +85,15 @@ def ensure_built(program: GoProgram, *, say: Callable[[str], None] = print) -> P
     staging.mkdir(parents=True)
     env = {**os.environ, "GOBIN": str(staging), "GOTOOLCHAIN": "local"}
     cmd = [go, "install", f"{program.package}@{program.version}"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    cwd = None
+    if program.build_in_module:
+        download = [go, "mod", "download", "-json", f"{program.package}@{program.version}"]
+        fetched = subprocess.run(download, env=env, capture_output=True, text=True, check=False)
+        if fetched.returncode != 0:
+            raise RuntimeError(f"{' '.join(download)} failed ({fetched.returncode}):\n{fetched.stderr[-4000:]}")
+        cwd = json.loads(fetched.stdout)["Dir"]
+        cmd = [go, "build", "-trimpath", "-o", str(staging / program.binary_name), "."]
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     # Publish the finished directory in one rename so a killed build never leaves a half-written binary in place.

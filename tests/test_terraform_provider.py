@@ -1,0 +1,173 @@
+"""Temporal's Terraform provider (``temporalio/temporalcloud``), built from its Go module and run by the Terraform
+CLI with a development override, manages this platform through its Cloud Ops API (gRPC, ``allow_insecure``).
+
+Nothing comes from the Terraform registry: ``dev_overrides`` points the provider's address at the binary
+``launcher/gobuild.py`` built, and no ``terraform init`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from temporalio.api.cloud.cloudservice.v1 import (
+    GetApiKeysRequest,
+    GetNamespaceRequest,
+    GetServiceAccountsRequest,
+    GetUsersRequest,
+)
+from temporalio.api.cloud.identity.v1 import AccountAccess, NamespaceAccess
+from temporalio.service import RPCStatusCode
+
+from api.app import create_app
+from api.appkeys import CLOUD_API
+from launcher import gobuild
+from tcloud.settings import Settings
+from tests.accounts_fixtures import create_account, unique
+from tests.test_cloud_grpc import cloud_client, refused
+
+CONFIG = """
+terraform {
+  required_providers {
+    temporalcloud = { source = "temporalio/temporalcloud" }
+  }
+}
+
+variable "endpoint" { type = string }
+variable "api_key" {
+  type      = string
+  sensitive = true
+}
+variable "name" { type = string }
+variable "region" { type = string }
+variable "email" { type = string }
+variable "retention" { type = number }
+
+provider "temporalcloud" {
+  endpoint       = var.endpoint
+  allow_insecure = true
+  api_key        = var.api_key
+}
+
+resource "temporalcloud_namespace" "orders" {
+  name           = var.name
+  regions        = [var.region]
+  api_key_auth   = true
+  retention_days = var.retention
+}
+
+resource "temporalcloud_service_account" "ci" {
+  name           = "ci"
+  description    = "deploys the orders service"
+  account_access = "developer"
+  namespace_accesses = [
+    { namespace_id = temporalcloud_namespace.orders.id, permission = "write" }
+  ]
+}
+
+resource "temporalcloud_apikey" "ci" {
+  display_name = "ci"
+  owner_type   = "service-account"
+  owner_id     = temporalcloud_service_account.ci.id
+  expiry_time  = "2035-01-01T00:00:00Z"
+}
+
+resource "temporalcloud_user" "dev" {
+  email          = var.email
+  account_access = "read"
+  namespace_accesses = [
+    { namespace_id = temporalcloud_namespace.orders.id, permission = "read" }
+  ]
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def binaries() -> tuple[Path, Path]:
+    """The Terraform CLI and the provider, built from their Go modules once per machine (skip if they cannot be)."""
+    try:
+        terraform = gobuild.ensure_built(gobuild.TERRAFORM)
+        provider = gobuild.ensure_built(gobuild.TERRAFORM_PROVIDER_TEMPORALCLOUD)
+    except RuntimeError as err:
+        pytest.skip(f"terraform-provider-temporalcloud {gobuild.TERRAFORM_PROVIDER_TEMPORALCLOUD.version} cannot "
+                    f"be built here: {err}")
+    return terraform, provider
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cloud_app(settings: Settings, worker: None) -> AsyncIterator[TestClient]:
+    app = create_app(settings.model_copy(update={"cloud_api_port": 0}), cloud_api=True)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+class Terraform:
+    """The CLI in one working directory, with the development override and this test's variables."""
+
+    def __init__(self, binary: Path, provider: Path, workdir: Path, variables: dict[str, str]):
+        self.binary, self.workdir, self.variables = binary, workdir, variables
+        cli_config = workdir / "terraformrc"
+        cli_config.write_text('provider_installation {\n'
+                              f'  dev_overrides {{ "temporalio/temporalcloud" = {json.dumps(str(provider.parent))} }}\n'
+                              '  direct {}\n}\n')
+        (workdir / "main.tf").write_text(CONFIG)
+        self.env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+                    "CHECKPOINT_DISABLE": "1", "TF_LOG": "", "HOME": str(workdir)}
+
+    async def run(self, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+        values = {**self.variables, **overrides}
+        cmd = [str(self.binary), *args, "-no-color", *[f"-var={k}={v}" for k, v in values.items()]]
+        return await asyncio.to_thread(subprocess.run, cmd, cwd=self.workdir, env=self.env, capture_output=True,
+                                       text=True, timeout=600, check=False)
+
+
+async def test_apply_plan_update_and_destroy(binaries: tuple[Path, Path], cloud_app: TestClient,
+                                             operator_headers: dict[str, str], settings: Settings,
+                                             tmp_path: Path) -> None:
+    account = await create_account(cloud_app, operator_headers, prefix="tf")
+    target = f"127.0.0.1:{cloud_app.app[CLOUD_API].port}"
+    cloud = (await cloud_client(target, account.token)).cloud_service
+    name, email = unique("tf-"), f"{unique('dev')}@example.com"
+    tf = Terraform(*binaries, tmp_path, {"endpoint": target, "api_key": account.token, "name": name,
+                                         "region": settings.cloud_region, "email": email, "retention": "3"})
+
+    applied = await tf.run("apply", "-auto-approve")
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    assert "4 added, 0 changed, 0 destroyed" in applied.stdout, applied.stdout[-2000:]
+    ns = f"{name}.{account.id}"
+    got = (await cloud.get_namespace(GetNamespaceRequest(namespace=ns))).namespace
+    assert (got.spec.retention_days, got.spec.api_key_auth.enabled) == (3, True)
+    [sa] = [s for s in (await cloud.get_service_accounts(GetServiceAccountsRequest())).service_account
+            if s.spec.name == "ci"]
+    assert sa.spec.access.account_access.role == AccountAccess.ROLE_DEVELOPER
+    assert sa.spec.access.namespace_accesses[ns].permission == NamespaceAccess.PERMISSION_WRITE
+    [user] = (await cloud.get_users(GetUsersRequest(email=email))).users
+    assert (user.spec.access.account_access.role, user.spec.access.namespace_accesses[ns].permission) == (
+        AccountAccess.ROLE_READ, NamespaceAccess.PERMISSION_READ)
+    keys = (await cloud.get_api_keys(GetApiKeysRequest(owner_id=sa.id))).api_keys
+    assert [k.spec.display_name for k in keys] == ["ci"]
+
+    plan = await tf.run("plan", "-detailed-exitcode")
+    assert plan.returncode == 0, "a second plan must show no changes:\n" + plan.stdout[-3000:] + plan.stderr[-2000:]
+
+    created_time = got.created_time
+    updated = await tf.run("apply", "-auto-approve", retention="5")
+    assert updated.returncode == 0, updated.stdout[-3000:] + updated.stderr[-3000:]
+    assert "0 added, 1 changed, 0 destroyed" in updated.stdout, updated.stdout[-2000:]
+    got = (await cloud.get_namespace(GetNamespaceRequest(namespace=ns))).namespace
+    assert (got.spec.retention_days, got.created_time) == (5, created_time), "updated in place, not replaced"
+
+    destroyed = await tf.run("destroy", "-auto-approve", retention="5")
+    assert destroyed.returncode == 0, destroyed.stdout[-3000:] + destroyed.stderr[-3000:]
+    assert "4 destroyed" in destroyed.stdout, destroyed.stdout[-2000:]
+    assert (await refused(cloud.get_namespace(GetNamespaceRequest(namespace=ns)))).status == RPCStatusCode.NOT_FOUND
+    assert sa.id not in {s.id for s in (await cloud.get_service_accounts(GetServiceAccountsRequest())).service_account}
+    assert not (await cloud.get_users(GetUsersRequest(email=email))).users
+    assert not (await cloud.get_api_keys(GetApiKeysRequest(owner_id=sa.id))).api_keys
