@@ -61,8 +61,8 @@ async def test_rollups_follow_every_kind_of_ledger_write(pool: asyncpg.Pool) -> 
     # Across a month's end, in a year no other test writes.
     first = datetime(2031, 1, 31, 20, tzinfo=UTC)
     hours = [first + i * HOUR for i in range(10)]
-    rows = [(f"n{i}.{a}", h, m, Decimal(i * 1000 + k) / 7, a, i != 2)
-            for i in range(3) for k, h in enumerate(hours) for m in METRICS]
+    rows: list[usage_store.LedgerRecord] = [(f"n{i}.{a}", h, m, Decimal(i * 1000 + k) / 7, a, i != 2)
+                                            for i in range(3) for k, h in enumerate(hours) for m in METRICS]
     rows += [(f"sys{secrets.token_hex(3)}", h, "actions", Decimal(5), None, False) for h in hours]  # no owner
     await usage_store.copy_ledger_rows(pool, rows)
     await _rollups_match_ledger(pool, [a, b])
@@ -148,8 +148,8 @@ def test_usage_json_written_directly_is_protobufs_mapping() -> None:
                     per_metric[e.metric] = per_metric.get(e.metric, Decimal(0)) + e.quantity
             complete = all(h in collected[c] for c in collected for h in usage_summaries.hours_between(
                 bucket, bucket + step))
-            written.append(usage_summaries.summary_json(bucket, bucket + step,
-                                                        usage_summaries.record_groups_json(quantities), not complete))
+            written.append(usage_summaries.summary_parts(bucket, bucket + step,
+                                                         usage_summaries.record_groups_json(quantities), not complete))
         assert json.loads(usage_summaries.response_json(written, {})) == reference
 
 

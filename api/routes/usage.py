@@ -111,7 +111,7 @@ async def get_usage(request: web.Request) -> web.Response:
     complete = len(COLLECTORS) * (step // HOUR)
     extra = {"currentHourEstimate": await _estimate(request, customer.account_id)} if want_estimate == "true" else {}
     body = usage_summaries.response_json(
-        (usage_summaries.summary_json(b, b + step, groups[b], counts.get(b, 0) < complete) for b in buckets), extra)
+        (usage_summaries.summary_parts(b, b + step, groups[b], counts.get(b, 0) < complete) for b in buckets), extra)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
