@@ -48,13 +48,13 @@ async def test_kill_9_during_a_run_never_invoices_or_charges_twice(
     child_settings = settings.model_copy(update={"worker_metrics_port": procs.free_port()})
     worker = await start_worker(child_settings, tmp_path / "worker-0.log")
     handle = await temporal_client.start_workflow(
-        BillingRunWorkflow.run, BillingRunInput(period=PERIOD, grace_hours=0, max_concurrent=25, page_size=50,
-                                                accounts_per_run=60),
+        BillingRunWorkflow.run, BillingRunInput(period=PERIOD, grace_hours=0, max_concurrent=4, page_size=50,
+                                                accounts_per_run=60, batch_size=3, batch_concurrency=1),
         id=billing_run_id(PERIOD), task_queue=settings.task_queue)
     kills = 0
     try:
         for n in range(1, KILLS + 1):
-            await asyncio.sleep(rng.uniform(1.0, 5.0))
+            await asyncio.sleep(rng.uniform(0.5, 3.0))
             done = await pool.fetchval("SELECT count(*) FROM invoices WHERE status IN ('paid', 'zero')")
             if done == ACCOUNTS:
                 break

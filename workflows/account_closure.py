@@ -140,6 +140,7 @@ class AccountClosureWorkflow:
             await workflow.start_child_workflow(
                 InvoiceWorkflow.run, InvoiceInput(account_id, period, dunning, notify_parent=False), id=invoice_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                cancellation_type=workflow.ChildWorkflowCancellationType.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=TypedSearchAttributes([
                     SearchAttributePair(ACCOUNT_KEY, account_id), SearchAttributePair(PERIOD_KEY, period),

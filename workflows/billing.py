@@ -185,6 +185,8 @@ class BillingRunWorkflow:
             await workflow.start_child_workflow(
                 BillingBatchWorkflow.run, BatchInput(period, accounts, concurrency, dunning), id=batch_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                # Cancelling the run stops new batches; a batch started finishes (no invoice is left half-made).
+                cancellation_type=workflow.ChildWorkflowCancellationType.ABANDON,
                 # A failed batch may run again (its steps are idempotent); any other never does.
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=TypedSearchAttributes([

@@ -79,7 +79,7 @@ class BillingBatchWorkflow:
         self._status = BatchStatus(params.period, {a: "invoicing" for a in params.account_ids})
         made = await workflow.execute_activity_method(
             BillingActivities.make_invoices, InvoiceBatch(params.period, params.account_ids, params.concurrency),
-            start_to_close_timeout=timedelta(minutes=15), heartbeat_timeout=timedelta(seconds=60))
+            start_to_close_timeout=timedelta(minutes=15), heartbeat_timeout=timedelta(seconds=30))
         handed = await asyncio.gather(*(self._hand_over(a, params) for a in made.accounts
                                         if a.state in ("past_due", "failed")))
         for account in made.accounts:
@@ -103,6 +103,7 @@ class BillingBatchWorkflow:
                              made=account.outcome if past_due else None),
                 id=invoice_workflow_id(account.account_id, params.period),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                cancellation_type=workflow.ChildWorkflowCancellationType.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=TypedSearchAttributes([
                     SearchAttributePair(ACCOUNT_KEY, account.account_id),
