@@ -110,6 +110,7 @@ SECRETS = {
     "stripe_webhook_secret": "whsec_SECRET-3",
     "operator_token": "op-SECRET-4",
     "smtp_password": "smtp-SECRET-6",
+    "oidc_client_secret": "oidc-SECRET-7",
 }
 
 

@@ -119,6 +119,8 @@ async def _checked_authorization(request: web.Request, oauth: Request) -> tuple[
         if err.redirect_uri:  # the client and its redirect URI are known: the error goes back to it
             return None, await asyncio.to_thread(provider.error_redirect, oauth, err)
         return None, _error(request, err.status_code or 400, err.error, err.get_error_description() or err.error)
+    except ValueError:  # authlib refuses to word an error around characters OAuth forbids (e.g. in response_type)
+        return None, _error(request, 400, "invalid_request", "the authorization request has characters OAuth forbids")
 
 
 @routes.get(AUTHORIZE_PATH)
