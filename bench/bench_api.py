@@ -184,7 +184,8 @@ class ApiProcess:
     """``python -m api.main`` with the bench's settings, on a free port."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings = settings.model_copy(update={"api_port": procs.free_port()})
+        # The Cloud Ops gRPC port too: its default (3001) is the local platform's.
+        self.settings = settings.model_copy(update={"api_port": procs.free_port(), "cloud_api_port": procs.free_port()})
         env = {**os.environ, **harness.settings_env(self.settings)}
         self.managed = harness.Managed(procs.Process("api", [sys.executable, "-m", "api.main"], log, env=env,
                                                      cwd=Path(__file__).resolve().parents[1]))
