@@ -25,7 +25,7 @@ from tcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_STORAGE_CONCURRENCY = 8
+_STORAGE_CONCURRENCY = 64
 _MAX_REPORTED = 20
 
 
@@ -137,16 +137,18 @@ class UsageActivities:
         if not params.provisional and datetime.now(UTC) < hour + HOUR:
             raise ApplicationError(f"hour {hour.isoformat()} is not over yet", non_retryable=True)
         owners = await usage_ledger.owners_for_hour(self._pool, hour, self._settings.control_namespace)
+        # Every namespace's retention in a few calls; one the server does not know (deleted) has no storage.
+        retentions = await usage_sources.namespace_retentions(self._temporal)
+        # Visibility answers one namespace per call: the calls of every namespace share these slots.
         limit = asyncio.Semaphore(_STORAGE_CONCURRENCY)
 
         async def measure(namespace: str) -> tuple[str, int, int]:
-            async with limit:
-                retention = await usage_sources.namespace_retention(self._temporal, namespace)
-                if retention is None:
-                    return namespace, 0, 0
-                executions = await usage_sources.executions_for_hour(self._temporal, namespace, hour, retention)
-                activity.heartbeat(namespace)
-                return (namespace, *metering.storage_byte_hours(executions, hour, retention))
+            retention = retentions.get(namespace)
+            if retention is None:
+                return namespace, 0, 0
+            executions = await usage_sources.executions_for_hour(self._temporal, namespace, hour, retention, limit)
+            activity.heartbeat(namespace)
+            return (namespace, *metering.storage_byte_hours(executions, hour, retention))
 
         rows: list[LedgerRow] = []
         for namespace, active, retained in await asyncio.gather(*(measure(ns) for ns in sorted(owners))):

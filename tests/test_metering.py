@@ -160,3 +160,28 @@ def test_a_drop_from_the_baseline_resets_only_its_own_series() -> None:
     assert metering.target_restarts([dropped, climbed]) == {}
     assert metering.action_deltas([dropped, climbed], baselines, namespace_label="namespace") == {
         "x": {"command_StartTimer": 1, "grpc_SignalWorkflowExecution": 2}}
+
+
+@given(st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)), st.integers(min_value=0, max_value=10**6),
+       st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=30))
+def test_a_series_summary_counts_what_its_samples_count_when_its_process_did_not_restart(
+        baseline: int | None, first: int, increments: list[int]) -> None:
+    """What one query answers per series (last value, lowest value against the baseline, drops) gives the same
+    count as its samples: the collector reads samples only for the targets that restarted in the window."""
+    values = [first]
+    for inc in increments[1:]:
+        values.append(values[-1] + inc)
+    samples = [(float(t), v) for t, v in enumerate(values)]
+    summary = metering.SeriesSummary({"namespace": "x"}, last=values[-1], drops=0,
+                                     dropped_at_start=baseline is not None and min(values) < baseline)
+    assert metering.summary_delta(summary, baseline) == metering.counter_delta(baseline, samples)
+
+
+def test_a_series_that_drops_inside_the_window_is_counted_from_its_samples() -> None:
+    target = {"job": "temporal", "instance": "a:1", "namespace": "x"}
+    dropped = metering.SeriesSummary({**target, "action_type": "command_StartTimer"}, last=3, drops=1)
+    steady = metering.SeriesSummary({**target, "action_type": "grpc_StartWorkflowExecution"}, last=9)
+    other = metering.SeriesSummary({"job": "temporal", "instance": "b:1", "namespace": "x"}, last=9)
+    assert metering.restarted_targets([dropped, steady, other]) == {("temporal", "a:1")}
+    with pytest.raises(metering.MeteringError, match="drops inside the window"):
+        metering.summary_delta(dropped, 5)

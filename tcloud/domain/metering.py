@@ -88,6 +88,8 @@ def parse_counter_value(raw: str) -> int:
     Raises:
         MeteringError: for a value that is not a finite whole number.
     """
+    if raw.isascii() and raw.isdigit():  # how Prometheus sends a whole number: read it without Decimal
+        return int(raw)
     try:
         value = Decimal(raw)
     except InvalidOperation as err:
@@ -178,20 +180,70 @@ def action_deltas(
     Returns:
         ``{label value: {action_type: count}}``, only for billable types with a positive count.
     """
+    return billable_by_namespace(series_deltas(window, baselines), namespace_label=namespace_label)
+
+
+def series_deltas(window: Iterable[WindowSeries],
+                  baselines: Mapping[SeriesKey, int]) -> list[tuple[Mapping[str, str], int]]:
+    """Each series' labels and :func:`counter_delta` over the window, with its target's restarts."""
     window = list(window)
     restarts = target_restarts(window)
+    return [(series.labels, counter_delta(baselines.get(series_key(series.labels)), sorted(series.samples),
+                                          restarts.get(target_of(series.labels), ())))
+            for series in window]
+
+
+def billable_by_namespace(deltas: Iterable[tuple[Mapping[str, str], int]], *,
+                          namespace_label: str) -> dict[str, dict[str, int]]:
+    """``{label value: {action_type: count}}`` from each series' labels and count: billable types, positive counts."""
     out: dict[str, dict[str, int]] = {}
-    for series in window:
-        action_type = series.labels.get("action_type", "")
-        ns_label = series.labels.get(namespace_label)
-        if ns_label is None or not is_billable_action_type(action_type):
+    for labels, delta in deltas:
+        action_type = labels.get("action_type", "")
+        ns_label = labels.get(namespace_label)
+        if ns_label is None or not is_billable_action_type(action_type) or not delta:
             continue
-        delta = counter_delta(baselines.get(series_key(series.labels)), sorted(series.samples),
-                              restarts.get(target_of(series.labels), ()))
-        if delta:
-            per_type = out.setdefault(ns_label, {})
-            per_type[action_type] = per_type.get(action_type, 0) + delta
+        per_type = out.setdefault(ns_label, {})
+        per_type[action_type] = per_type.get(action_type, 0) + delta
     return out
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One series over a window as Prometheus' functions describe it, without its samples.
+
+    ``last``: its last value in the window (``last_over_time``); ``drops``: the decreases between two of its samples
+    inside the window (``resets``); ``dropped_at_start``: its first sample in the window is below its last value
+    before the window (without drops inside the window the first sample is the lowest, ``min_over_time``).
+    """
+
+    labels: Mapping[str, str]
+    last: int
+    drops: int = 0
+    dropped_at_start: bool = False
+
+
+def summary_delta(summary: SeriesSummary, baseline: int | None) -> int:
+    """:func:`counter_delta` of a series from its summary, when its scrape target did not restart in the window.
+
+    Without a restart of its process inside the window the series never drops there, so its increments telescope:
+    the last value less the baseline; or all of the last value when the series is new (no baseline) or dropped
+    from its baseline (a reset before its first sample).
+
+    Raises:
+        MeteringError: for a series that drops inside the window: its target restarted, so its count needs its
+            samples and the restart times (:func:`action_deltas`).
+    """
+    if summary.drops:
+        raise MeteringError(f"series {dict(summary.labels)} drops inside the window: count it from its samples")
+    if baseline is None or summary.dropped_at_start:
+        return summary.last
+    return summary.last - baseline
+
+
+def restarted_targets(summaries: Iterable[SeriesSummary]) -> set[tuple[str, ...]]:
+    """The scrape targets with a series that drops inside the window: they restarted there (see
+    :func:`target_restarts`), and each of their series is counted from its samples."""
+    return {target_of(s.labels) for s in summaries if s.drops}
 
 
 def overlap_seconds(start: datetime, end: datetime | None, window_start: datetime, window_end: datetime) -> float:
