@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from temporalio.api.cloud.usage.v1 import Summary
 
@@ -105,9 +106,10 @@ async def get_usage(request: web.Request) -> web.Response:
         raise ApiError(400, "estimate must be 'true' or 'false'")
     step = usage_summaries.STEPS[granularity]
     buckets = [start + i * step for i in range((end - start) // step)]
-    groups = await _record_groups(request, customer.account_id, granularity, buckets)
-    counts = await usage_store.collected_counts(request.app[POOL], COLLECTORS, start, end,
-                                                "hour" if granularity == "hour" else "day")
+    async with request.app[POOL].acquire() as conn:  # one connection for the reads: one round trip fewer each
+        groups = await _record_groups(conn, request.app, customer.account_id, granularity, buckets)
+        counts = await usage_store.collected_counts(conn, COLLECTORS, start, end,
+                                                    "hour" if granularity == "hour" else "day")
     complete = len(COLLECTORS) * (step // HOUR)
     extra = {"currentHourEstimate": await _estimate(request, customer.account_id)} if want_estimate == "true" else {}
     body = usage_summaries.response_json(
@@ -118,14 +120,13 @@ async def get_usage(request: web.Request) -> web.Response:
 _RENDERED: weakref.WeakKeyDictionary[web.Application, usage_summaries.RenderedBuckets] = weakref.WeakKeyDictionary()
 
 
-async def _record_groups(request: web.Request, account_id: str, granularity: str,
+async def _record_groups(conn: asyncpg.Connection, app: web.Application, account_id: str, granularity: str,
                          buckets: list[datetime]) -> dict[datetime, bytes]:
     """The rendered record groups of each bucket: kept ones while their day's ledger rows are unchanged, the others
     summed by Postgres (per day from the daily rollup, per hour from the ledger) and rendered."""
-    pool = request.app[POOL]
-    rendered = _RENDERED.setdefault(request.app, usage_summaries.RenderedBuckets())
+    rendered = _RENDERED.setdefault(app, usage_summaries.RenderedBuckets())
     # Versions first: rows read after them are at least as new, so text kept under a version is never older.
-    versions = await usage_store.day_versions(pool, account_id, buckets[0].date(), buckets[-1].date())
+    versions = await usage_store.day_versions(conn, account_id, buckets[0].date(), buckets[-1].date())
     out: dict[datetime, bytes] = {}
     missing: list[datetime] = []
     for bucket in buckets:
@@ -138,12 +139,12 @@ async def _record_groups(request: web.Request, account_id: str, granularity: str
         return out
     quantities: dict[datetime, dict[str, dict[str, Decimal]]] = {b: {} for b in missing}
     if granularity == "day":
-        rows = await usage_store.account_daily_quantities(pool, account_id, [b.date() for b in missing])
+        rows = await usage_store.account_daily_quantities(conn, account_id, [b.date() for b in missing])
         for r in rows:
             day = datetime(r["day"].year, r["day"].month, r["day"].day, tzinfo=UTC)
             quantities[day].setdefault(r["namespace"], {})[r["metric"]] = r["quantity"]
     else:
-        for r in await usage_store.account_hourly_quantities(pool, account_id, missing):
+        for r in await usage_store.account_hourly_quantities(conn, account_id, missing):
             quantities[r["hour"]].setdefault(r["namespace"], {})[r["metric"]] = r["quantity"]
     for bucket in missing:
         out[bucket] = usage_summaries.record_groups_json(quantities[bucket])
