@@ -755,6 +755,7 @@ def write_openmetrics(path: Path, namespaces: list[str], types: list[str], hour:
             label = metering.sanitize_label_value(ns)
             instance = instances[n % len(instances)]
             for kind in types:
+                rng = random.Random(f"{seed}/{ns}/{kind}")  # the same series whatever ``until`` cuts off
                 # 1% of series are new within the hour: they count from zero.
                 born = rng.randrange(lo, hi) if rng.random() < 0.01 else start
                 value = rng.randrange(0, 1000) if born == start else 0
