@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -25,13 +24,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.billing import BillingActivities, PeriodInput
     from tcloud.domain.billing_period import period_of
     from workflows.billing_invoice import (
-        ACCOUNT_KEY,
-        PERIOD_KEY,
-        STATUS_KEY,
         DunningPolicy,
         InvoiceInput,
-        InvoiceWorkflow,
         invoice_workflow_id,
+        start_own_invoice_workflow,
     )
     from workflows.namespaces import DeleteNamespaceInput, DeleteNamespaceWorkflow, delete_workflow_id
 
@@ -135,16 +131,6 @@ class AccountClosureWorkflow:
 
     async def _start_final_invoice(self, account_id: str, period: str, dunning: DunningPolicy) -> str:
         """Start the final invoice unless the monthly run has started it already; it collects on its own."""
-        invoice_id = invoice_workflow_id(account_id, period)
-        try:
-            await workflow.start_child_workflow(
-                InvoiceWorkflow.run, InvoiceInput(account_id, period, dunning, notify_parent=False), id=invoice_id,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                cancellation_type=workflow.ChildWorkflowCancellationType.ABANDON,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(ACCOUNT_KEY, account_id), SearchAttributePair(PERIOD_KEY, period),
-                    SearchAttributePair(STATUS_KEY, "invoicing")]))
-        except WorkflowAlreadyStartedError:
-            pass
-        return invoice_id
+        await start_own_invoice_workflow(InvoiceInput(account_id, period, dunning, notify_parent=False),
+                                         status="invoicing")
+        return invoice_workflow_id(account_id, period)

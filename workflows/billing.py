@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -171,11 +172,7 @@ class BillingRunWorkflow:
             if len(ids) < params.page_size:
                 return
             if started >= params.accounts_per_run or workflow.info().is_continue_as_new_suggested():
-                await self._report()
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(dataclasses.replace(
-                    params, period=period, ledger_complete=True, cursor=cursor, in_flight=sorted(self._in_flight),
-                    counts=dict(self._counts), batches_in_flight=dict(self._batches)))
+                await self._continue_as_new(period, cursor, params)
 
     async def _start_batch(self, accounts: list[str], period: str, concurrency: int, dunning: DunningPolicy) -> None:
         batch_id = batch_workflow_id(period, accounts[0])
@@ -216,11 +213,15 @@ class BillingRunWorkflow:
             if len(page.account_ids) < params.page_size:
                 return
             if started >= params.accounts_per_run or workflow.info().is_continue_as_new_suggested():
-                await self._report()
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(dataclasses.replace(
-                    params, period=period, ledger_complete=True, cursor=cursor, in_flight=sorted(self._in_flight),
-                    counts=dict(self._counts)))
+                await self._continue_as_new(period, cursor, params)
+
+    async def _continue_as_new(self, period: str, cursor: str, params: BillingRunInput) -> NoReturn:
+        """Carry the ledger check, the cursor, the counts and what is in flight into a fresh run."""
+        await self._report()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(dataclasses.replace(
+            params, period=period, ledger_complete=True, cursor=cursor, in_flight=sorted(self._in_flight),
+            counts=dict(self._counts), batches_in_flight=dict(self._batches)))
 
     async def _report(self, status: BillingRunStatusName = "running") -> None:
         """Write where the run is to ``billing_runs`` (what GET /admin/billing/runs/{period} answers from)."""

@@ -17,20 +17,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import AccountOutcome, BillingActivities, InvoiceBatch
-    from workflows.billing_invoice import (
-        ACCOUNT_KEY,
-        PERIOD_KEY,
-        STATUS_KEY,
-        DunningPolicy,
-        InvoiceInput,
-        InvoiceWorkflow,
-        invoice_workflow_id,
-    )
+    from workflows.billing_invoice import STATUS_KEY, DunningPolicy, InvoiceInput, start_own_invoice_workflow
 
 ACCOUNTS_KEY = SearchAttributeKey.for_keyword_list("TcloudAccounts")
 
@@ -96,19 +87,10 @@ class BillingBatchWorkflow:
         """Start the account's own invoice workflow: dunning for a failed payment (it starts from the invoice as
         made here), the whole invoice again for one that could not be made."""
         past_due = account.state == "past_due"
-        try:
-            await workflow.start_child_workflow(
-                InvoiceWorkflow.run,
-                InvoiceInput(account.account_id, params.period, params.dunning, notify_parent=False,
-                             made=account.outcome if past_due else None),
-                id=invoice_workflow_id(account.account_id, params.period),
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                cancellation_type=workflow.ChildWorkflowCancellationType.ABANDON,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(ACCOUNT_KEY, account.account_id),
-                    SearchAttributePair(PERIOD_KEY, params.period), SearchAttributePair(STATUS_KEY, account.state)]))
-        except WorkflowAlreadyStartedError:
+        started = await start_own_invoice_workflow(
+            InvoiceInput(account.account_id, params.period, params.dunning, notify_parent=False,
+                         made=account.outcome if past_due else None), status=account.state)
+        if not started:
             return account.account_id, "already_invoiced"
         return account.account_id, account.state
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import (
@@ -212,3 +212,24 @@ class InvoiceWorkflow:
             if due or self._payment_poke:
                 self._payment_poke = False
                 await self._collect()
+
+
+async def start_own_invoice_workflow(params: InvoiceInput, *, status: str) -> bool:
+    """From a workflow: start ``billing/<account>/<period>`` on its own (it outlives the caller and a cancellation
+    of it), labelled ``status``, unless it exists already (a failed one may run again: its steps are idempotent).
+
+    Returns:
+        Whether this call started it.
+    """
+    try:
+        await workflow.start_child_workflow(
+            InvoiceWorkflow.run, params, id=invoice_workflow_id(params.account_id, params.period),
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            cancellation_type=workflow.ChildWorkflowCancellationType.ABANDON,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(ACCOUNT_KEY, params.account_id), SearchAttributePair(PERIOD_KEY, params.period),
+                SearchAttributePair(STATUS_KEY, status)]))
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
