@@ -15,6 +15,7 @@ from api.routes import (
     apikeys,
     backups,
     billing,
+    billing_reports,
     console,
     health,
     identities,
@@ -46,7 +47,7 @@ def create_app(settings: Settings, *, cloud_api: bool = False) -> web.Applicatio
     metrics.install(app)
     pipeline_metrics.install(app, interval_seconds=settings.pipeline_metrics_interval_seconds)
     for module in (health, accounts, apikeys, namespaces, regions, usage, billing, spend_alerts, payment_methods,
-                   webhooks, backups, console, portal, oidc, identities):
+                   webhooks, backups, console, portal, oidc, identities, billing_reports):
         app.add_routes(module.routes)
     if cloud_api:
         app.cleanup_ctx.append(cloud_grpc.serving)  # last: it stops first, while the pool and Temporal still work

@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from temporalio.api.cloud.cloudservice.v1 import service_pb2
 
-from api import cloud_service
+from api import cloud_service, cloud_usage
 from api.appkeys import CLOUD_API, SETTINGS
 from api.auth import bearer_of, customer_of_key
 from api.cloud_service import Call
@@ -57,6 +57,10 @@ METHODS: dict[str, Method] = {
     "GetAsyncOperation": cloud_service.get_async_operation,
     "GetAccount": cloud_service.get_account,
     "GetRegions": cloud_service.get_regions,
+    "GetRegion": cloud_service.get_region,
+    "GetUsage": cloud_usage.get_usage,
+    "CreateBillingReport": cloud_usage.create_billing_report,
+    "GetBillingReport": cloud_usage.get_billing_report,
     "GetCurrentIdentity": cloud_service.get_current_identity,
     "GetApiKeys": cloud_service.get_api_keys,
     "GetApiKey": cloud_service.get_api_key,

@@ -50,6 +50,8 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetNamespaceResponse,
     GetNamespacesRequest,
     GetNamespacesResponse,
+    GetRegionRequest,
+    GetRegionResponse,
     GetRegionsRequest,
     GetRegionsResponse,
     GetServiceAccountRequest,
@@ -403,6 +405,14 @@ def region_message(settings: Settings) -> Region:
 
 async def get_regions(call: Call, request: GetRegionsRequest) -> GetRegionsResponse:
     return GetRegionsResponse(regions=[region_message(call.settings)])
+
+
+async def get_region(call: Call, request: GetRegionRequest) -> GetRegionResponse:
+    """This platform's one region by its id; any other id is not found."""
+    if request.region != call.settings.cloud_region:
+        raise ApiError(404, f"region {request.region} not found: this platform has one region, "
+                            f"{call.settings.cloud_region!r}")
+    return GetRegionResponse(region=region_message(call.settings))
 
 
 async def get_current_identity(call: Call, request: GetCurrentIdentityRequest) -> GetCurrentIdentityResponse:

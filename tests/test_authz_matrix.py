@@ -22,6 +22,7 @@ from temporalio.runtime import Runtime
 
 from api import openapi
 from api.app import create_app
+from api.appkeys import SETTINGS
 from api.jwt import ALGORITHM, ISSUER
 from tcloud.settings import Settings
 from tests import harness
@@ -33,6 +34,7 @@ from tests.security_support import on_server, private_temporal, running_worker
 PERIOD = "2025-02"
 OPERATOR_ONLY, CUSTOMER, PUBLIC, SIGNED = "operator", "customer", "none", "signature"
 ACCESS_TOKEN = "access-token"  # an access token of the OpenID provider (api/oidc.py): no API key opens it
+SHARED_PARAMS = {"region"}  # path parameters that name no account's resource: the same for every caller
 
 
 @dataclass
@@ -91,9 +93,14 @@ async def make_tenant(api: TestClient, operator_headers: dict[str, str], pool: a
                               json=write_body("POST", "/cloud/service-accounts"))
         assert resp.status == 200, await resp.text()
         service_accounts.append((await resp.json())["serviceAccountId"])
+    resp = await api.post("/cloud/billing-reports", headers=account.headers,
+                          json=write_body("POST", "/cloud/billing-reports"))
+    assert resp.status == 200, await resp.text()
+    report = (await resp.json())["billingReportId"]
     return Tenant(account, ids={"namespace": ns, "async_operation_id": op.id, "key_id": keys[0],
                                 "account_id": account.id, "user_id": users[0],
-                                "service_account_id": service_accounts[0]},
+                                "service_account_id": service_accounts[0], "billing_report_id": report,
+                                "region": api.app[SETTINGS].cloud_region},
                   doomed={"namespace": doomed_ns, "key_id": keys[1], "user_id": users[1],
                           "service_account_id": service_accounts[1]})
 
@@ -139,6 +146,8 @@ def write_body(method: str, path: str) -> Any:
         ("POST", "/cloud/namespaces/{namespace}/service-accounts/{service_account_id}/access"): {
             "access": {"permission": "PERMISSION_WRITE"}},
         ("PUT", "/cloud/billing/alerts"): {"thresholds_cents": [100_000]},
+        ("POST", "/cloud/billing-reports"): {"spec": {"startTimeInclusive": "2025-02-01T00:00:00Z",
+                                                      "endTimeExclusive": "2025-03-01T00:00:00Z"}},
         ("POST", "/admin/billing/runs"): {"period": PERIOD},
         ("POST", "/backups"): {},
         ("POST", "/admin/accounts/{account_id}/suspend"): {"reason": "matrix"},
@@ -225,7 +234,7 @@ async def test_every_route_answers_each_caller_as_its_auth_says(
             for who, headers in (("anonymous", anonymous), ("wrong key", wrong_key), ("operator", operator_headers)):
                 cell = await call(matrix_api, who, headers, method, path, alice.ids)
                 checks.append((cell, problem(cell, allowed={401})))
-            owned = bool(openapi._path_params(path))
+            owned = bool(set(openapi._path_params(path)) - SHARED_PARAMS)
             # Bob on Alice's resources (and Alice on Bob's): 404, as if absent; nothing changes.
             for who, caller, owner in (("bob", bob, alice), ("alice", alice, bob)):
                 if owned:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -42,34 +41,21 @@ from temporalio.api.cloud.namespace.v1 import NamespaceSpec
 from temporalio.api.cloud.operation.v1 import AsyncOperation
 from temporalio.api.cloud.resource.v1 import ResourceState
 from temporalio.client import CloudOperationsClient
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCStatusCode
 
 from api import cloud_grpc
 from api.app import create_app
 from api.appkeys import CLOUD_API
 from api.errors import ApiError
 from tcloud.settings import Settings
+from tests import cloud_support
 from tests.accounts_fixtures import TestAccount, create_account, describe_on_server, unique
+from tests.cloud_support import cloud_client, finished, refused
+
+cloud_app, target = cloud_support.cloud_app, cloud_support.target  # the module's fixtures
 
 DAY = 86400
 FULFILLED = AsyncOperation.STATE_FULFILLED
-
-
-@pytest_asyncio.fixture(scope="module")
-async def cloud_app(settings: Settings, worker: None) -> AsyncIterator[TestClient]:
-    """The API application serving both doors: HTTP through this TestClient, gRPC on ``app[CLOUD_API].port``."""
-    app = create_app(settings.model_copy(update={"cloud_api_port": 0}), cloud_api=True)
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def target(cloud_app: TestClient) -> str:
-    return f"127.0.0.1:{cloud_app.app[CLOUD_API].port}"
-
-
-async def cloud_client(target: str, api_key: str | None, **kwargs: Any) -> CloudOperationsClient:
-    return await CloudOperationsClient.connect(target_host=target, api_key=api_key, tls=False, **kwargs)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -80,24 +66,6 @@ async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> Te
 @pytest_asyncio.fixture(scope="module")
 async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
     return await cloud_client(target, account.token, version="2024-10-01")
-
-
-async def refused(call: Awaitable[Any]) -> RPCError:
-    with pytest.raises(RPCError) as caught:
-        await call
-    return caught.value
-
-
-async def finished(ops: CloudOperationsClient, operation_id: str, within: float = 90) -> AsyncOperation:
-    """Poll GetAsyncOperation until the operation is no longer pending or in progress."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        op = (await ops.cloud_service.get_async_operation(
-            GetAsyncOperationRequest(async_operation_id=operation_id))).async_operation
-        if op.state not in (AsyncOperation.STATE_PENDING, AsyncOperation.STATE_IN_PROGRESS):
-            return op
-        assert asyncio.get_running_loop().time() < deadline, f"operation {operation_id} still {op.state}"
-        await asyncio.sleep(0.2)
 
 
 def retention_days_on_server(settings: Settings, namespace: str) -> int:
@@ -321,8 +289,7 @@ def test_every_grpc_method_has_its_json_route_at_the_descriptors_http_path(setti
     assert implemented <= routes, implemented - routes
     rules = {_http_rule(m.name): m.name for m in cloud_grpc.DESCRIPTOR.methods}
     json_only = sorted(rules[r] for r in routes if r in rules and rules[r] not in cloud_grpc.METHODS)
-    # GetUsage is the usage read path's JSON route; its gRPC method is a later slice.
-    assert json_only in ([], ["GetUsage"]), json_only
+    assert json_only == [], json_only
 
 
 # --- Health, shutdown, errors ----------------------------------------------------------------------------------

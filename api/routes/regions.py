@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from temporalio.api.cloud.cloudservice.v1 import GetRegionsRequest
+from temporalio.api.cloud.cloudservice.v1 import GetRegionRequest, GetRegionsRequest
 
 from api import cloud_service
 from api.auth import require_customer
@@ -22,3 +22,10 @@ async def get_regions(request: web.Request) -> web.Response:
     call = Call.of(request.app, await require_customer(request))
     return message_response(await cloud_service.get_regions(call, GetRegionsRequest()))
 
+
+@routes.get("/cloud/regions/{region}")
+@documented("One region by its id (this platform's one region; any other id answers 404)", auth="customer",
+            response=proto_schema("temporal.api.cloud.cloudservice.v1.GetRegionResponse"), tags=TAGS)
+async def get_region(request: web.Request) -> web.Response:
+    call = Call.of(request.app, await require_customer(request))
+    return message_response(await cloud_service.get_region(call, GetRegionRequest(region=request.match_info["region"])))

@@ -40,3 +40,18 @@ async def find_account_operation(conn: asyncpg.Pool | asyncpg.Connection, operat
     """The operation's row if it is ``account_id``'s, else None."""
     return await conn.fetchrow(
         "SELECT * FROM async_operations WHERE id = $1 AND account_id = $2", operation_id, account_id)
+
+
+async def record_fulfilled_operation(conn: asyncpg.Connection, *, operation_id: str, account_id: str,
+                                     operation_type: str, resource: str) -> None:
+    """Record an operation done in the caller's transaction (no workflow): fulfilled when it commits.
+
+    Raises:
+        OperationIdTaken: when ``operation_id`` is already used.
+    """
+    inserted = await conn.fetchval(
+        """INSERT INTO async_operations (id, account_id, operation_type, resource, workflow_id, fulfilled_at)
+           VALUES ($1, $2, $3, $4, NULL, now()) ON CONFLICT (id) DO NOTHING RETURNING id""",
+        operation_id, account_id, operation_type, resource)
+    if inserted is None:
+        raise OperationIdTaken(operation_id)
