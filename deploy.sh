@@ -76,7 +76,8 @@ ensure_test_tools() {
 }
 
 ensure_go() {
-  # Temporal's server, schema tool and UI server (and a terraform CLI) are built from their Go modules.
+  # Temporal's server, schema tool and UI server (and a terraform CLI, the Terraform provider) are built from their
+  # Go modules; so is the repo's Go Cloud SDK client (tests/go_cloud_sdk), which the test suite runs.
   command -v go >/dev/null 2>&1 || die "Go 1.26.8 or newer is needed to build the Temporal server from its module"
   local started=$SECONDS
   "$PY" -m launcher.gobuild

@@ -4,10 +4,15 @@ Nothing is vendored or downloaded prebuilt: ``go install <package>@<version>`` f
 the Go module proxy and compiles it with this machine's toolchain (``GOTOOLCHAIN=local``: no toolchain download).
 The versions are pinned here and in ``charts/temporal-values.yaml`` (server image tag) so that the local platform
 and production run the same server.
+
+The repo's own small Go programs (:data:`LOCAL_MODULES`, e.g. the Go Cloud SDK client the tests run) are built the
+same way from their directory's ``go.mod``/``go.sum`` (``-mod=readonly``: the sums are the pins), into a cache entry
+named after a hash of their sources, so that a change to them builds them again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 SERVER_VERSION = "v1.32.1"
 UI_SERVER_VERSION = "v2.55.0"
 
@@ -54,6 +60,29 @@ TERRAFORM_PROVIDER_TEMPORALCLOUD = GoProgram("terraform-provider-temporalcloud",
 PROGRAMS = (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, TEMPORAL_UI_SERVER, TERRAFORM, TERRAFORM_PROVIDER_TEMPORALCLOUD)
 
 
+@dataclass(frozen=True)
+class LocalGoModule:
+    """A ``main`` package of this repo with its own ``go.mod`` and ``go.sum`` (which pin its dependencies)."""
+
+    name: str
+    directory: Path
+
+    def source_hash(self) -> str:
+        """A hash of ``go.mod``, ``go.sum`` and the ``.go`` files: the cache key, so any change builds anew."""
+        digest = hashlib.sha256()
+        for path in sorted([self.directory / "go.mod", self.directory / "go.sum", *self.directory.glob("*.go")]):
+            content = path.read_bytes()
+            digest.update(f"{path.name}\0{len(content)}\0".encode())
+            digest.update(content)
+        return digest.hexdigest()[:16]
+
+
+# Temporal's Go Cloud SDK (go.temporal.io/cloud-sdk, pinned in its go.mod) driving the Cloud Ops API:
+# tests/test_go_cloud_sdk.py runs it.
+GO_CLOUD_SDK_CLIENT = LocalGoModule("go-cloud-sdk-client", REPO / "tests" / "go_cloud_sdk")
+LOCAL_MODULES = (GO_CLOUD_SDK_CLIENT,)
+
+
 def cache_dir() -> Path:
     """Where built programs live: ``TCLOUD_GO_CACHE``, else ``$XDG_CACHE_HOME/tcloud/go-bin`` (``~/.cache``)."""
     if os.environ.get("TCLOUD_GO_CACHE"):
@@ -64,6 +93,44 @@ def cache_dir() -> Path:
 
 def binary_path(program: GoProgram) -> Path:
     return cache_dir() / f"{program.name}-{program.version}" / program.binary_name
+
+
+def local_binary_path(module: LocalGoModule) -> Path:
+    """Where the build of the module's current sources is (or would be) in the cache."""
+    return cache_dir() / f"{module.name}-{module.source_hash()}" / module.name
+
+
+def ensure_local_built(module: LocalGoModule, *, say: Callable[[str], None] = print) -> Path:
+    """The module's binary for its current sources, built first if needed (older builds of it are removed).
+
+    Raises:
+        RuntimeError: Go is missing, or the module could not be built (with go's own words).
+    """
+    path = local_binary_path(module)
+    if path.exists():
+        return path
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(f"building {module.name} needs Go (1.26.8 or newer) on PATH")
+    say(f"building {module.name} from {module.directory} ...")
+    started = time.monotonic()
+    staging = path.parent.with_name(path.parent.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    # GOFLAGS replaces the one of `go env -w`, hence -buildvcs=false on the command line.
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+    cmd = [go, "build", "-trimpath", "-buildvcs=false", "-o", str(staging / module.name), "."]
+    result = subprocess.run(cmd, env=env, cwd=module.directory, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RuntimeError(f"{' '.join(cmd)} in {module.directory} failed ({result.returncode}):\n"
+                           f"{result.stderr[-4000:]}")
+    for older in cache_dir().glob(f"{module.name}-*"):
+        if older != staging:
+            shutil.rmtree(older, ignore_errors=True)
+    staging.rename(path.parent)
+    say(f"built {module.name} in {time.monotonic() - started:.0f}s: {path}")
+    return path
 
 
 def ensure_built(program: GoProgram, *, say: Callable[[str], None] = print) -> Path:
@@ -104,7 +171,8 @@ def ensure_built(program: GoProgram, *, say: Callable[[str], None] = print) -> P
 
 
 def ensure_all(*, say: Callable[[str], None] = print) -> dict[str, Path]:
-    return {p.name: ensure_built(p, say=say) for p in PROGRAMS}
+    built = {p.name: ensure_built(p, say=say) for p in PROGRAMS}
+    return built | {m.name: ensure_local_built(m, say=say) for m in LOCAL_MODULES}
 
 
 def main() -> int:
