@@ -4,13 +4,12 @@ doors (Temporal's ``CloudOperationsClient`` over gRPC, and the JSON routes) agai
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from google.protobuf.json_format import MessageToDict, Parse
 from temporalio.api.cloud.cloudservice.v1 import (
     CreateApiKeyRequest,
@@ -54,32 +53,21 @@ from temporalio.client import CloudOperationsClient
 from temporalio.service import RPCStatusCode
 
 from api import jwt
-from api.app import create_app
-from api.appkeys import CLOUD_API
 from tcloud.settings import Settings
 from tcloud.store import accounts as account_store
 from tcloud.store.schema import migration_files
+from tests import cloud_support
 from tests.accounts_fixtures import TestAccount, create_account, unique
+from tests.cloud_support import cloud_client, finished, refused
 from tests.figures import Figures
-from tests.test_cloud_grpc import cloud_client, finished, refused
+
+cloud_app, target = cloud_support.cloud_app, cloud_support.target  # the module's fixtures
 
 ADMIN, DEVELOPER = AccountAccess.ROLE_ADMIN, AccountAccess.ROLE_DEVELOPER
 FINANCE, READ = AccountAccess.ROLE_FINANCE_ADMIN, AccountAccess.ROLE_READ
 P_ADMIN, P_WRITE, P_READ = NamespaceAccess.PERMISSION_ADMIN, NamespaceAccess.PERMISSION_WRITE, \
     NamespaceAccess.PERMISSION_READ
 FULFILLED = AsyncOperation.STATE_FULFILLED
-
-
-@pytest_asyncio.fixture(scope="module")
-async def cloud_app(settings: Settings, worker: None) -> AsyncIterator[TestClient]:
-    app = create_app(settings.model_copy(update={"cloud_api_port": 0}), cloud_api=True)
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def target(cloud_app: TestClient) -> str:
-    return f"127.0.0.1:{cloud_app.app[CLOUD_API].port}"
 
 
 @pytest_asyncio.fixture(scope="module")

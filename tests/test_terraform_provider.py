@@ -11,12 +11,10 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from temporalio.api.cloud.cloudservice.v1 import (
     GetApiKeysRequest,
     GetNamespaceRequest,
@@ -26,12 +24,13 @@ from temporalio.api.cloud.cloudservice.v1 import (
 from temporalio.api.cloud.identity.v1 import AccountAccess, NamespaceAccess
 from temporalio.service import RPCStatusCode
 
-from api.app import create_app
-from api.appkeys import CLOUD_API
 from launcher import gobuild
 from tcloud.settings import Settings
+from tests import cloud_support
 from tests.accounts_fixtures import create_account, unique
-from tests.test_cloud_grpc import cloud_client, refused
+from tests.cloud_support import cloud_client, refused
+
+cloud_app, target = cloud_support.cloud_app, cloud_support.target  # the module's fixtures
 
 CONFIG = """
 terraform {
@@ -101,13 +100,6 @@ def binaries() -> tuple[Path, Path]:
     return terraform, provider
 
 
-@pytest_asyncio.fixture(scope="module")
-async def cloud_app(settings: Settings, worker: None) -> AsyncIterator[TestClient]:
-    app = create_app(settings.model_copy(update={"cloud_api_port": 0}), cloud_api=True)
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
-
 class Terraform:
     """The CLI in one working directory, with the development override and this test's variables."""
 
@@ -128,11 +120,10 @@ class Terraform:
                                        text=True, timeout=600, check=False)
 
 
-async def test_apply_plan_update_and_destroy(binaries: tuple[Path, Path], cloud_app: TestClient,
+async def test_apply_plan_update_and_destroy(binaries: tuple[Path, Path], cloud_app: TestClient, target: str,
                                              operator_headers: dict[str, str], settings: Settings,
                                              tmp_path: Path) -> None:
     account = await create_account(cloud_app, operator_headers, prefix="tf")
-    target = f"127.0.0.1:{cloud_app.app[CLOUD_API].port}"
     cloud = (await cloud_client(target, account.token)).cloud_service
     name, email = unique("tf-"), f"{unique('dev')}@example.com"
     tf = Terraform(*binaries, tmp_path, {"endpoint": target, "api_key": account.token, "name": name,
