@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import asyncpg
 from google.protobuf.duration_pb2 import Duration
 from temporalio import activity
-from temporalio.api.enums.v1 import NamespaceState
+from temporalio.api.enums.v1 import IndexedValueType, NamespaceState
 from temporalio.api.namespace.v1 import NamespaceConfig
-from temporalio.api.operatorservice.v1 import DeleteNamespaceRequest
+from temporalio.api.operatorservice.v1 import DeleteNamespaceRequest, ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import (
+    CountWorkflowExecutionsRequest,
     DescribeNamespaceRequest,
     DescribeNamespaceResponse,
     RegisterNamespaceRequest,
@@ -26,12 +27,26 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tcloud.domain.states import NamespaceState as RowState
-from tcloud.platform.temporal import namespace_served
+from tcloud.platform.temporal import ensure_search_attributes, namespace_served
 from tcloud.store import namespaces as store
 
 OWNER_KEY = "tcloud-account"  # in the server namespace's `data`: the account that owns it
 _POLL_SECONDS = 0.2
 _DAY = 86400
+_SERVED_WITHIN = 60.0  # seconds for the frontend's namespace cache to map new search attributes (refresh: ~1-10 s)
+# A literal of each type, for the query that tells when the frontend knows the namespace's attributes.
+_PROBE = {"Text": "'probe'", "Keyword": "'probe'", "KeywordList": "'probe'", "Int": "0", "Double": "0",
+          "Bool": "false", "Datetime": "'2000-01-01T00:00:00Z'"}
+# The server's type of each custom search attribute type (tcloud.domain.search_attributes.TYPES).
+INDEXED_TYPES: dict[str, IndexedValueType.ValueType] = {
+    "Text": IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+    "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+}
 
 
 @dataclass
@@ -51,6 +66,13 @@ class RegisterInput:
 class RetentionInput:
     namespace: str
     retention_days: int
+    search_attributes: dict[str, str] | None = None  # recorded with the retention when set (all, not only new ones)
+
+
+@dataclass
+class SearchAttributesInput:
+    namespace: str
+    attributes: dict[str, str]  # name -> type (tcloud.domain.search_attributes.TYPES)
 
 
 @dataclass
@@ -136,7 +158,52 @@ class NamespaceActivities:
 
     @activity.defn
     async def mark_namespace_updated(self, params: RetentionInput) -> None:
-        await store.record_namespace_updated(self._pool, params.namespace, params.retention_days)
+        await store.record_namespace_updated(self._pool, params.namespace, params.retention_days,
+                                             params.search_attributes)
+
+    @activity.defn(name="namespaces.add_search_attributes")
+    async def add_search_attributes(self, params: SearchAttributesInput) -> list[str]:
+        """Register the namespace's custom search attributes the server lacks (through the operator service).
+
+        Returns:
+            The names this attempt added.
+        """
+        wanted = {name: INDEXED_TYPES[kind] for name, kind in params.attributes.items()}
+        listed = await self._temporal.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=params.namespace))
+        retyped = sorted(n for n, kind in wanted.items()
+                         if n in listed.custom_attributes and listed.custom_attributes[n] != kind)
+        if retyped:
+            raise ApplicationError(f"search attributes exist on the server with another type: {', '.join(retyped)}",
+                                   non_retryable=True)
+        try:
+            added = await ensure_search_attributes(self._temporal, params.namespace, wanted, wait_seconds=60)
+        except RPCError as err:
+            if err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):
+                raise ApplicationError(f"the Temporal server refused the search attributes: {err.message}",
+                                       non_retryable=True) from err
+            raise
+        # The server lists them at once; calls that use them work once the frontend's namespace cache maps them.
+        query = " AND ".join(f"{name} = {_PROBE[kind]}" for name, kind in sorted(params.attributes.items()))
+        deadline = asyncio.get_running_loop().time() + _SERVED_WITHIN
+        while (refusal := await self._query_refusal(params.namespace, query)) is not None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ApplicationError(f"the Temporal server lists the search attributes but refuses a query on them: "
+                                       f"{refusal}", non_retryable=True)
+            activity.heartbeat()
+            await asyncio.sleep(_POLL_SECONDS)
+        return added
+
+    async def _query_refusal(self, namespace: str, query: str) -> str | None:
+        """Why the frontend refuses a visibility query (e.g. "no mapping defined for search attribute"), or None."""
+        try:
+            await self._temporal.workflow_service.count_workflow_executions(
+                CountWorkflowExecutionsRequest(namespace=namespace, query=query))
+            return None
+        except RPCError as err:
+            if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                return err.message
+            raise
 
     @activity.defn
     async def delete_from_server(self, params: NamespaceRef) -> bool:

@@ -54,6 +54,7 @@ METHODS: dict[str, Method] = {
     "GetNamespace": cloud_service.get_namespace,
     "UpdateNamespace": cloud_service.update_namespace,
     "DeleteNamespace": cloud_service.delete_namespace,
+    "UpdateNamespaceTags": cloud_service.update_namespace_tags,
     "GetAsyncOperation": cloud_service.get_async_operation,
     "GetAccount": cloud_service.get_account,
     "GetRegions": cloud_service.get_regions,

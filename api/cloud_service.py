@@ -250,7 +250,15 @@ async def create_namespace(call: Call, request: CreateNamespaceRequest) -> Creat
 
 
 async def get_namespaces(call: Call, request: GetNamespacesRequest) -> GetNamespacesResponse:
-    """A page of the caller's namespaces, in name order; ``next_page_token`` is empty on the last page.
+    """A page of the caller's namespaces (:func:`namespace_page`) as messages."""
+    rows, next_page_token = await namespace_page(call, request)
+    return GetNamespacesResponse(namespaces=[namespace_message(r, call.settings) for r in rows],
+                                 next_page_token=next_page_token)
+
+
+async def namespace_page(call: Call, request: GetNamespacesRequest) -> tuple[list[asyncpg.Record], str]:
+    """The rows of a page of the caller's namespaces, in name order, and the next page's token (empty on the last
+    page): the rules of ``GetNamespaces`` for both doors (the JSON route writes its answer from these rows).
 
     An identity whose role does not read namespaces sees those it has a permission on.
     """
@@ -263,10 +271,7 @@ async def get_namespaces(call: Call, request: GetNamespacesRequest) -> GetNamesp
         if not call.customer.namespace_access:
             call.customer.require("namespace.read")
         rows = [r for r in rows if r["namespace"] in call.customer.namespace_access]
-    answer = GetNamespacesResponse(namespaces=[namespace_message(r, call.settings) for r in rows[:size]])
-    if len(rows) > size:
-        answer.next_page_token = rows[size - 1]["namespace"]
-    return answer
+    return rows[:size], rows[size - 1]["namespace"] if len(rows) > size else ""
 
 
 async def get_namespace(call: Call, request: GetNamespaceRequest) -> GetNamespaceResponse:

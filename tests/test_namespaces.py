@@ -167,7 +167,7 @@ async def test_quota_of_the_plan_is_enforced(api: TestClient, operator_headers: 
     ({"spec": {"name": 12}}, "invalid"),
     ({"spec": {"name": "okname"}, "surprise": 1}, "surprise"),
     ({"spec": {"name": "okname", "codecServer": {"endpoint": "https://x"}}}, "codecServer"),
-    ({"spec": {"name": "okname"}, "tags": {"a": "b"}}, "tags"),
+    ({"spec": {"name": "okname"}, "tags": {"a": "B"}}, "tags"),
     ({"spec": {"name": "okname"}, "asyncOperationId": "a/b"}, "asyncOperationId"),
 ])
 async def test_bad_create_requests_get_a_json_400(api: TestClient, account: TestAccount, body: dict,  # type: ignore[type-arg]

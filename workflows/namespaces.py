@@ -8,7 +8,7 @@ fails with the reason, which ``GET /cloud/operations/{id}`` reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NoReturn
 
@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         NamespaceRef,
         RegisterInput,
         RetentionInput,
+        SearchAttributesInput,
     )
     from tcloud.domain.states import NamespaceState
 
@@ -39,6 +40,7 @@ class CreateNamespaceInput:
     account_id: str
     retention_days: int
     owner_email: str
+    search_attributes: dict[str, str] = field(default_factory=dict)  # registered once the namespace is served
 
 
 @dataclass
@@ -46,6 +48,7 @@ class UpdateNamespaceInput:
     namespace: str
     retention_days: int
     resource_version: int
+    search_attributes: dict[str, str] | None = None  # all of them after the update; None: unchanged
 
 
 @dataclass
@@ -86,9 +89,17 @@ async def _fail_operation(namespace: str, state: NamespaceState, err: ActivityEr
     raise ApplicationError(reason, non_retryable=True) from err
 
 
+async def _add_search_attributes(namespace: str, attributes: dict[str, str]) -> None:
+    await workflow.execute_activity_method(
+        NamespaceActivities.add_search_attributes, SearchAttributesInput(namespace, attributes),
+        start_to_close_timeout=_SERVER, retry_policy=_RETRY,
+    )
+
+
 @workflow.defn(name="CreateNamespaceWorkflow")
 class CreateNamespaceWorkflow:
-    """Registers the namespace on the server, waits until it answers, records it active and owned."""
+    """Registers the namespace (and its custom search attributes) on the server, waits until it answers, records it
+    active and owned."""
 
     @workflow.run
     async def run(self, params: CreateNamespaceInput) -> NamespaceOperationOutput:
@@ -98,6 +109,8 @@ class CreateNamespaceWorkflow:
                 RegisterInput(params.namespace, params.account_id, params.retention_days, params.owner_email),
                 start_to_close_timeout=_SERVER, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
             )
+            if params.search_attributes:  # inputs from before search attributes have none: the same history
+                await _add_search_attributes(params.namespace, params.search_attributes)
             await workflow.execute_activity_method(
                 NamespaceActivities.mark_namespace_active, ActivateInput(params.namespace, params.account_id),
                 start_to_close_timeout=_DB, retry_policy=_RETRY,
@@ -109,16 +122,19 @@ class CreateNamespaceWorkflow:
 
 @workflow.defn(name="UpdateNamespaceWorkflow")
 class UpdateNamespaceWorkflow:
-    """Changes the namespace's retention on the server, then records it."""
+    """Changes the namespace's retention (and adds its new custom search attributes) on the server, then records
+    them."""
 
     @workflow.run
     async def run(self, params: UpdateNamespaceInput) -> NamespaceOperationOutput:
-        retention = RetentionInput(params.namespace, params.retention_days)
+        retention = RetentionInput(params.namespace, params.retention_days, params.search_attributes)
         try:
             await workflow.execute_activity_method(
-                NamespaceActivities.set_retention, retention,
+                NamespaceActivities.set_retention, RetentionInput(params.namespace, params.retention_days),
                 start_to_close_timeout=_SERVER, retry_policy=_RETRY,
             )
+            if params.search_attributes:  # inputs from before search attributes have none: the same history
+                await _add_search_attributes(params.namespace, params.search_attributes)
             await workflow.execute_activity_method(
                 NamespaceActivities.mark_namespace_updated, retention,
                 start_to_close_timeout=_DB, retry_policy=_RETRY,

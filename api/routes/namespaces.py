@@ -26,6 +26,7 @@ from api.bodies import parse
 from api.cloud_json import message_response, parse_message, proto_schema
 from api.cloud_service import Call
 from api.errors import ApiError
+from api.namespace_json import namespaces_json
 from api.openapi import documented
 from tcloud.domain import access
 
@@ -64,7 +65,9 @@ async def list_namespaces(request: web.Request) -> web.Response:
         raise ApiError(400, f"pageSize must be between 1 and {cloud_service.PAGE_SIZE_MAX}")
     listing = GetNamespacesRequest(page_size=size, page_token=request.query.get("pageToken", ""),
                                    name=request.query.get("name", ""))
-    return message_response(await cloud_service.get_namespaces(call, listing))
+    rows, next_page_token = await cloud_service.namespace_page(call, listing)  # GetNamespaces' rules
+    return web.Response(body=namespaces_json(rows, next_page_token, call.settings), content_type="application/json",
+                        charset="utf-8")
 
 
 @routes.get("/cloud/namespaces/{namespace}")

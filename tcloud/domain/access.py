@@ -15,12 +15,13 @@ NamespacePermission = Literal["admin", "write", "read"]
 NAMESPACE_PERMISSIONS: tuple[NamespacePermission, ...] = ("admin", "write", "read")
 
 # What an account role allows on the control plane (beyond an identity's own API keys, which every role manages).
-Action = Literal["namespace.read", "namespace.create", "namespace.write", "identity.read", "identity.write",
-                 "billing.read"]
+Action = Literal["namespace.read", "namespace.create", "namespace.write", "namespace.tag", "identity.read",
+                 "identity.write", "billing.read"]
 _ALLOWED: dict[Action, frozenset[AccountRole]] = {
     "namespace.read": frozenset({"admin", "developer", "read"}),
     "namespace.create": frozenset({"admin", "developer"}),
     "namespace.write": frozenset({"admin"}),  # and the namespace's own admins (see may_change_namespace)
+    "namespace.tag": frozenset({"admin"}),  # Temporal Cloud: only account admins set tags (all readers see them)
     "identity.read": frozenset({"admin", "developer", "read"}),
     "identity.write": frozenset({"admin"}),
     "billing.read": frozenset({"admin", "finance_admin"}),

@@ -9,7 +9,8 @@ row back. A namespace's ownership row opens and closes in the same transaction a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -18,7 +19,7 @@ import asyncpg
 from tcloud.domain.plans import NAMESPACE_QUOTA
 from tcloud.domain.states import NamespaceState
 from tcloud.store._connections import transaction
-from tcloud.store.operations import record_operation
+from tcloud.store.operations import record_fulfilled_operation, record_operation
 
 LIVE_STATES = ("provisioning", "active", "updating", "deleting")  # states that count against the quota
 
@@ -97,7 +98,9 @@ async def list_account_namespaces(conn: asyncpg.Pool | asyncpg.Connection, accou
 
 
 async def reserve_namespace(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: str, name: str,
-                            account_id: str, retention_days: int, operation_id: str, workflow_id: str) -> str:
+                            account_id: str, retention_days: int, operation_id: str, workflow_id: str,
+                            tags: Mapping[str, str] | None = None,
+                            search_attributes: Mapping[str, str] | None = None) -> str:
     """Reserve the namespace for the account ('provisioning') and record its CreateNamespace operation.
 
     One transaction, under a lock on the account row: the name is free (or held only by a deleted or failed
@@ -126,13 +129,15 @@ async def reserve_namespace(conn: asyncpg.Pool | asyncpg.Connection, *, namespac
         if held >= quota:
             raise NamespaceQuotaReached(account["plan"], quota)
         await tx.execute(
-            """INSERT INTO namespaces (namespace, name, account_id, state, retention_days, async_operation_id)
-               VALUES ($1, $2, $3, 'provisioning', $4, $5)
+            """INSERT INTO namespaces (namespace, name, account_id, state, retention_days, async_operation_id, tags,
+                                       search_attributes)
+               VALUES ($1, $2, $3, 'provisioning', $4, $5, $6::jsonb, $7::jsonb)
                ON CONFLICT (namespace) DO UPDATE SET
                    state = 'provisioning', retention_days = $4, async_operation_id = $5, failure_reason = NULL,
-                   created_at = now(), updated_at = now(), deleted_at = NULL,
-                   resource_version = namespaces.resource_version + 1""",
-            namespace, name, account_id, retention_days, operation_id)
+                   created_at = now(), updated_at = now(), deleted_at = NULL, tags = $6::jsonb,
+                   search_attributes = $7::jsonb, resource_version = namespaces.resource_version + 1""",
+            namespace, name, account_id, retention_days, operation_id, json.dumps(dict(tags or {})),
+            json.dumps(dict(search_attributes or {})))
         await record_operation(tx, operation_id=operation_id, account_id=account_id,
                                operation_type="CreateNamespace", resource=namespace, workflow_id=workflow_id)
     return str(account["email"])
@@ -248,13 +253,40 @@ async def activate_namespace_and_open_ownership(conn: asyncpg.Pool | asyncpg.Con
 
 
 async def record_namespace_updated(conn: asyncpg.Pool | asyncpg.Connection, namespace: str,
-                                   retention_days: int) -> None:
-    """Record an updating namespace active with its new retention."""
+                                   retention_days: int, search_attributes: Mapping[str, str] | None = None) -> None:
+    """Record an updating namespace active with its new retention (and search attributes, unless None)."""
     await conn.execute(
-        """UPDATE namespaces SET state = 'active', retention_days = $2, failure_reason = NULL, updated_at = now()
+        """UPDATE namespaces SET state = 'active', retention_days = $2, failure_reason = NULL, updated_at = now(),
+                  search_attributes = coalesce($3::jsonb, search_attributes)
             WHERE namespace = $1 AND state = 'updating'""",
-        namespace, retention_days,
+        namespace, retention_days, None if search_attributes is None else json.dumps(dict(search_attributes)),
     )
+
+
+async def change_namespace_tags(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: str, account_id: str,
+                                operation_id: str, change: Callable[[asyncpg.Record, dict[str, str]], dict[str, str]]
+                                ) -> asyncpg.Record | None:
+    """Set the account's namespace's tags to ``change(row, current tags)`` at the next resource version and record
+    the UpdateNamespaceTags operation fulfilled, in one transaction (tags live here only: no workflow).
+
+    ``change`` runs on the locked row: whatever it raises ends the transaction with nothing changed.
+
+    Returns:
+        The row after the change, or None when the account has no such namespace.
+
+    Raises:
+        OperationIdTaken: when ``operation_id`` is already used.
+    """
+    async with transaction(conn) as tx:
+        row = await _lock_owned(tx, namespace, account_id)
+        if row is None:
+            return None
+        tags = change(row, json.loads(row["tags"]))
+        await record_fulfilled_operation(tx, operation_id=operation_id, account_id=account_id,
+                                         operation_type="UpdateNamespaceTags", resource=namespace)
+        return await tx.fetchrow(
+            """UPDATE namespaces SET tags = $2::jsonb, resource_version = resource_version + 1, updated_at = now()
+                WHERE namespace = $1 RETURNING *""", namespace, json.dumps(tags))
 
 
 async def delete_namespace_and_close_ownership(conn: asyncpg.Pool | asyncpg.Connection, namespace: str) -> None:
