@@ -70,6 +70,8 @@ from temporalio.api.cloud.cloudservice.v1 import (
     UpdateApiKeyResponse,
     UpdateNamespaceRequest,
     UpdateNamespaceResponse,
+    UpdateNamespaceTagsRequest,
+    UpdateNamespaceTagsResponse,
     UpdateServiceAccountRequest,
     UpdateServiceAccountResponse,
     UpdateUserRequest,
@@ -93,7 +95,7 @@ from temporalio.api.cloud.resource.v1 import ResourceState
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import operations
+from api import namespace_attributes, operations
 from api.appkeys import POOL, SETTINGS, TEMPORAL
 from api.auth import Customer
 from api.errors import ApiError
@@ -221,8 +223,10 @@ async def create_namespace(call: Call, request: CreateNamespaceRequest) -> Creat
     customer.require("namespace.create")
     customer.require_writable()
     if request.tags:
-        raise ApiError(400, "tags are not supported on this platform")
+        customer.require("namespace.tag")
+    tags = namespace_attributes.checked_tags(request.tags)
     name, retention = checked_spec(request.spec, region=call.settings.cloud_region)
+    attributes = namespace_attributes.requested_search_attributes(request.spec) or {}
     ns = namespace_id(name, customer.account_id)
     op_id = operations.new_operation_id(request.async_operation_id)
     earlier = await _earlier(call, request.async_operation_id, "CreateNamespace", ns)
@@ -231,7 +235,8 @@ async def create_namespace(call: Call, request: CreateNamespaceRequest) -> Creat
     try:
         email = await store.reserve_namespace(call.pool, namespace=ns, name=name, account_id=customer.account_id,
                                               retention_days=retention, operation_id=op_id,
-                                              workflow_id=create_workflow_id(ns))
+                                              workflow_id=create_workflow_id(ns), tags=tags,
+                                              search_attributes=attributes)
     except OperationIdTaken as err:
         return CreateNamespaceResponse(namespace=ns, async_operation=await _repeated(call, err, "CreateNamespace", ns))
     except AccountNotWritable as err:
@@ -240,7 +245,7 @@ async def create_namespace(call: Call, request: CreateNamespaceRequest) -> Creat
         raise ApiError(409, f"namespace {ns} already exists", exists=True) from err
     except NamespaceQuotaReached as err:
         raise ApiError(422, f"namespace quota reached: plan {err.plan} allows {err.quota} namespaces") from err
-    params = CreateNamespaceInput(ns, customer.account_id, retention, email)
+    params = CreateNamespaceInput(ns, customer.account_id, retention, email, attributes)
     await _start(call, op_id, lambda c: c.start_workflow(
         CreateNamespaceWorkflow.run, params, id=create_workflow_id(ns), task_queue=call.settings.task_queue),
         lambda pool: store.fail_unstarted_namespace_creation(pool, ns))
@@ -286,7 +291,8 @@ def _check_version(row: asyncpg.Record, requested: str) -> None:
 
 
 async def update_namespace(call: Call, request: UpdateNamespaceRequest) -> UpdateNamespaceResponse:
-    """Move the namespace to its new spec (retention) through an UpdateNamespace workflow.
+    """Move the namespace to its new spec (retention, added custom search attributes) through an UpdateNamespace
+    workflow, which registers the attributes on the server before recording them.
 
     A ``resource_version`` other than the namespace's current one is refused with 409 (FAILED_PRECONDITION).
     """
@@ -297,16 +303,19 @@ async def update_namespace(call: Call, request: UpdateNamespaceRequest) -> Updat
     if earlier is not None:
         return UpdateNamespaceResponse(async_operation=earlier)
 
-    def admit(row: asyncpg.Record) -> int:
-        """The new retention, or the error that refuses the update (checked on the locked row)."""
+    def admit(row: asyncpg.Record) -> tuple[int, dict[str, str] | None]:
+        """The new retention and search attributes (None: unchanged), or the error that refuses the update (checked
+        on the locked row)."""
         _require_namespace_change(customer, ns)
         customer.require_writable()
         _, retention = checked_spec(request.spec, region=call.settings.cloud_region, name=row["name"],
                                     retention_default=row["retention_days"])
+        attributes = namespace_attributes.search_attributes_after(
+            namespace_attributes.json_map(row["search_attributes"]), request.spec)
         _check_version(row, request.resource_version)
         if row["state"] != "active":
             raise ApiError(409, f"namespace {ns} is {row['state']}: only an active namespace can be updated")
-        return retention
+        return retention, attributes
 
     try:
         change = await store.begin_namespace_update(
@@ -316,12 +325,41 @@ async def update_namespace(call: Call, request: UpdateNamespaceRequest) -> Updat
         return UpdateNamespaceResponse(async_operation=await _repeated(call, err, "UpdateNamespace", ns))
     if change is None:
         raise not_found(ns)
-    params = UpdateNamespaceInput(ns, change.checked, change.resource_version)
+    retention, attributes = change.checked
+    params = UpdateNamespaceInput(ns, retention, change.resource_version, attributes)
     await _start(call, op_id, lambda c: c.start_workflow(
         UpdateNamespaceWorkflow.run, params, id=update_workflow_id(ns, change.resource_version),
         task_queue=call.settings.task_queue),
         lambda pool: store.cancel_unstarted_namespace_update(pool, ns))
     return UpdateNamespaceResponse(async_operation=_accepted(op_id, "UpdateNamespace"))
+
+
+async def update_namespace_tags(call: Call, request: UpdateNamespaceTagsRequest) -> UpdateNamespaceTagsResponse:
+    """Set and remove tags of a namespace (account admins only, as Temporal Cloud); done in the transaction that
+    records the operation, fulfilled in the answer. Tags are the platform's own: the Temporal server never sees
+    them."""
+    customer = call.customer
+    ns = request.namespace
+    customer.require("namespace.tag")
+    customer.require_writable()
+    op_id = operations.new_operation_id(request.async_operation_id)
+    earlier = await _earlier(call, request.async_operation_id, "UpdateNamespaceTags", ns)
+    if earlier is not None:
+        return UpdateNamespaceTagsResponse(async_operation=earlier)
+
+    def change(row: asyncpg.Record, current: dict[str, str]) -> dict[str, str]:
+        if row["state"] == "deleting":
+            raise ApiError(409, f"namespace {ns} is being deleted")
+        return namespace_attributes.changed_tags(current, request.tags_to_upsert, request.tags_to_remove)
+
+    try:
+        row = await store.change_namespace_tags(call.pool, namespace=ns, account_id=customer.account_id,
+                                                operation_id=op_id, change=change)
+    except OperationIdTaken as err:
+        return UpdateNamespaceTagsResponse(async_operation=await _repeated(call, err, "UpdateNamespaceTags", ns))
+    if row is None:
+        raise not_found(ns)
+    return UpdateNamespaceTagsResponse(async_operation=_fulfilled(op_id, "UpdateNamespaceTags"))
 
 
 async def delete_namespace(call: Call, request: DeleteNamespaceRequest) -> DeleteNamespaceResponse:

@@ -22,6 +22,7 @@ from temporalio.api.cloud.cloudservice.v1 import GetNamespacesResponse
 from temporalio.api.cloud.namespace.v1 import ApiKeyAuthSpec, Endpoints, Namespace, NamespaceSpec
 from temporalio.api.cloud.resource.v1 import ResourceState
 
+from api import namespace_attributes
 from api.errors import ApiError
 from tcloud.domain.namespace_names import name_problem
 from tcloud.settings import Settings
@@ -29,7 +30,8 @@ from tcloud.settings import Settings
 RETENTION_MIN, RETENTION_MAX, RETENTION_DEFAULT = 1, 90, 30
 # The NamespaceSpec fields this platform implements; any other field set in a request is refused. `api_key_auth`
 # is always on (tenants reach their namespaces with tokens from their API keys): a spec may say so, not turn it off.
-SUPPORTED_SPEC_FIELDS = frozenset({"name", "retention_days", "regions", "api_key_auth"})
+SUPPORTED_SPEC_FIELDS = frozenset({"name", "retention_days", "regions", "api_key_auth", "custom_search_attributes",
+                                   "search_attributes"})
 
 _STATE = {
     "provisioning": ResourceState.RESOURCE_STATE_ACTIVATING,
@@ -93,6 +95,7 @@ def namespace_message(row: asyncpg.Record, settings: Settings) -> Namespace:
     )
     ns.created_time.CopyFrom(_ts(row["created_at"]))
     ns.last_modified_time.CopyFrom(_ts(row["updated_at"]))
+    namespace_attributes.fill(ns, row)
     return ns
 
 

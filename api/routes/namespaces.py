@@ -17,6 +17,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetNamespaceRequest,
     GetNamespacesRequest,
     UpdateNamespaceRequest,
+    UpdateNamespaceTagsRequest,
 )
 
 from api import cloud_service, jwt
@@ -80,7 +81,7 @@ async def get_namespace(request: web.Request) -> web.Response:
 
 
 @routes.post("/cloud/namespaces/{namespace}")
-@documented("Update a namespace's retention (202 + asyncOperation)", auth="customer",
+@documented("Update a namespace's retention or add custom search attributes (202 + asyncOperation)", auth="customer",
             request=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateNamespaceRequest"),
             response=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateNamespaceResponse"),
             status=202, tags=TAGS)
@@ -92,6 +93,20 @@ async def update_namespace(request: web.Request) -> web.Response:
         raise ApiError(400, "namespace in the body differs from the path")
     body.namespace = ns
     return message_response(await cloud_service.update_namespace(call, body), status=202)
+
+
+@routes.post("/cloud/namespaces/{namespace}/update-tags")
+@documented("Set and remove a namespace's tags (account admins; the operation is fulfilled in the answer)",
+            auth="customer", request=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateNamespaceTagsRequest"),
+            response=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateNamespaceTagsResponse"), tags=TAGS)
+async def update_namespace_tags(request: web.Request) -> web.Response:
+    call = await _call(request)
+    ns = request.match_info["namespace"]
+    body = await parse_message(request, UpdateNamespaceTagsRequest)
+    if body.namespace and body.namespace != ns:
+        raise ApiError(400, "namespace in the body differs from the path")
+    body.namespace = ns
+    return message_response(await cloud_service.update_namespace_tags(call, body))
 
 
 @routes.delete("/cloud/namespaces/{namespace}")
