@@ -1,27 +1,36 @@
 """The platform as the OpenID Connect provider of the customers' Temporal UI, on authlib's authorization server.
 
 The UI server (``auth.providers[0]``: ``providerUrl`` = our issuer) sends the browser to our authorization
-endpoint, where the customer signs in with an API key; it exchanges the code at our token endpoint (client secret)
-and forwards the access token to Temporal on every call. What authlib gives (``AuthorizationCodeGrant`` with
-``CodeChallenge`` and ``OpenIDCode``, ``RefreshTokenGrant`` with ``OpenIDToken``, ``UserInfoEndpoint``) and what
-this module adds:
+endpoint, where the customer signs in with an API key, which signs in its owner (a user or a service account); it
+exchanges the code at our token endpoint (client secret) and forwards the access token to Temporal on every call.
+What authlib gives (``AuthorizationCodeGrant`` with ``CodeChallenge`` and ``OpenIDCode``, ``RefreshTokenGrant``
+with ``OpenIDToken``, ``UserInfoEndpoint``) and what this module adds:
 
 - Clients are registered in settings: the customers' UI (confidential, ``client_secret_basic``/``_post``, exactly
   its redirect URIs) and any in ``TCLOUD_OIDC_EXTRA_CLIENTS`` (without a secret: a public client, which must use
-  PKCE). PKCE is S256 only, and once a code carries a challenge the token request must prove it.
+  PKCE). PKCE is S256 only, and once a code carries a challenge the token request must prove it (a verifier
+  without a challenge is refused too). An authorization request without PKCE is accepted only from a confidential
+  client asking for ``openid`` with a ``nonce`` (RFC 9700 §2.1.1: PKCE is RECOMMENDED for confidential clients,
+  which MAY instead rely on the OpenID nonce): the UI server (every ui-server release up to v2.58.1) sends no
+  PKCE, and checks the ID token's nonce against its cookie before it uses any token.
 - ``nonce`` is required with ``openid`` and may not repeat; ``state`` is returned as given (the UI server checks
   it against its cookie). Codes live ``oidc_code_ttl_seconds`` (60 s), are bound to the client and redirect URI,
   and are consumed atomically at first use (tcloud/store/oidc.py): a replayed code answers ``invalid_grant`` and
   revokes the tokens issued from it.
 - Access tokens are RS256 JWTs signed with the data-plane key (``kid`` from ``/.well-known/jwks.json``) in the
-  format of Temporal's default JWT claim mapper: ``permissions: ["<namespace>:write", ...]`` for each of the
-  account's namespaces that is active (API keys carry all of their account's rights, so the role is ``write``;
-  ``read`` while the account is suspended or closing),
-  ``sub`` the account; also ``iss``, ``aud`` (the client) and ``exp`` so the UI server's own check passes. The UI
-  forwards it to the Temporal server, which enforces it. ID tokens carry ``sub``, ``name``, ``email``, ``nonce``.
+  format of Temporal's default JWT claim mapper: ``permissions: ["<namespace>:<role>", ...]`` for each of the
+  account's active namespaces that the key's owner may use, with the role a data-plane token of the key gets
+  (``tcloud.domain.access.data_plane_role``: ``write`` for account admins and ``admin``/``write`` access, ``read``
+  for the read role and ``read`` access; everything ``read`` while the account is suspended or closing). ``sub`` is
+  the owner (a user's or service account's id; the account id for the account's own admin service account, which
+  owns the keys made before users existed), ``tcloud_account`` the account; also ``iss``, ``aud`` (the client) and
+  ``exp`` so the UI server's own check passes. The UI forwards it to the Temporal server, which enforces it. ID
+  tokens and userinfo carry ``sub``, ``name`` and ``email`` (a user's email; the account's for its admin service
+  account; a service account's name and no email), and the ID token the ``nonce``.
   Both live ``oidc_token_ttl_seconds``; refresh tokens (opaque, rotated on use) renew them, re-reading the
-  account's namespaces, until ``oidc_session_seconds`` after the sign-in. Revoking the API key ends every sign-in
-  made with it at its next refresh (and the userinfo endpoint refuses its access tokens at once).
+  account's namespaces and the owner's access, until ``oidc_session_seconds`` after the sign-in. Revoking or
+  disabling the API key, or deleting its owner, ends every sign-in made with it at its next refresh (and the
+  userinfo endpoint refuses its access tokens at once).
 
 authlib is synchronous; aiohttp is not. Each request is read first, then handed to authlib in a worker thread,
 and authlib's storage hooks run their Postgres calls back on the event loop (:meth:`Provider._run`).
@@ -32,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import secrets
 import time
 import weakref
@@ -63,6 +73,7 @@ from joserfc.jwk import RSAKey
 
 from api import jwt as data_plane
 from api.appkeys import POOL, SETTINGS
+from tcloud.domain import access
 from tcloud.settings import Settings
 from tcloud.store import oidc as store
 
@@ -72,9 +83,7 @@ SCOPES = ("openid", "profile", "email")
 RESPONSE_TYPES = ("code",)
 GRANT_TYPES = ("authorization_code", "refresh_token")
 CODE_CHALLENGE_METHODS = ("S256",)
-# API keys carry all of their account's rights: the UI may do what a data-plane token of the key may do, and a
-# suspended or closing account (which may read but not change anything) reads.
-ROLE_ACTIVE = "write"
+# A suspended or closing account may read but not change anything: every namespace is read-only then.
 ROLE_RESTRICTED = "read"
 AUTHORIZE_PATH = "/oauth2/authorize"
 TOKEN_PATH = "/oauth2/token"
@@ -144,19 +153,41 @@ def clients(settings: Settings) -> dict[str, Client]:
 
 @dataclass(frozen=True)
 class SignedIn:
-    """The resource owner: an account, signed in with one of its API keys at ``auth_time``."""
+    """The resource owner: whoever owns the API key that signed in at ``auth_time`` (a user or a service account of
+    ``account_id``), with the claims about them and the ``permissions`` their access gives now."""
 
     account_id: str
     api_key_id: str
     auth_time: int
+    subject: str = ""
     name: str = ""
     email: str = ""
-    status: str = "active"
-    namespaces: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
 
-    @property
-    def role(self) -> str:
-        return ROLE_ACTIVE if self.status == "active" else ROLE_RESTRICTED
+
+def owner_claims(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``sub``, ``name`` and ``email`` of a key's owner (a row of ``tcloud.store.oidc.signed_in_account``): a user
+    is their id and email; the account's own admin service account (``sa-<account>``, owner of the keys made before
+    users existed) is the account, as before; another service account is its id and name, without an email."""
+    if row["owner_kind"] == "user":
+        return row["owner_id"], row["owner_name"], row["owner_name"]
+    if row["owner_id"] == f"sa-{row['id']}":
+        return row["id"], row["name"], row["email"]
+    return row["owner_id"], row["owner_name"], ""
+
+
+def permissions(row: Mapping[str, Any], namespaces: list[str]) -> tuple[str, ...]:
+    """The claim mapper's ``<namespace>:<role>`` for each of ``namespaces`` the owner may use, with the role a
+    data-plane token of the key gets there (read only while the account is not active)."""
+    namespace_access = json.loads(row["namespace_access"]) if isinstance(row["namespace_access"], str) else dict(
+        row["namespace_access"])
+    found: list[str] = []
+    for namespace in namespaces:
+        role = access.data_plane_role(row["account_role"], namespace_access, namespace)
+        if role is None:
+            continue
+        found.append(f"{namespace}:{role if row['status'] == 'active' else ROLE_RESTRICTED}")
+    return tuple(found)
 
 
 class _Code(AuthorizationCodeMixin):  # type: ignore[misc]
@@ -249,7 +280,9 @@ class AccessToken(TokenMixin):  # type: ignore[misc]
 
 
 class _Pkce(CodeChallenge):  # type: ignore[misc]
-    """RFC 7636 with S256 only; a public client must send a challenge."""
+    """RFC 7636 with S256 only. Without a challenge a request is refused unless it comes from a confidential client
+    and is an OpenID request with a nonce (RFC 9700 §2.1.1), which protects its code instead: a public client must
+    always send one."""
 
     SUPPORTED_CODE_CHALLENGE_METHOD = list(CODE_CHALLENGE_METHODS)
 
@@ -258,8 +291,13 @@ class _Pkce(CodeChallenge):  # type: ignore[misc]
         if data.get("code_challenge") and data.get("code_challenge_method") not in CODE_CHALLENGE_METHODS:
             raise InvalidRequestError("'code_challenge_method' must be S256")
         super().validate_code_challenge(grant, redirect_uri)
-        if grant.request.client.public and not data.get("code_challenge"):
+        if data.get("code_challenge"):
+            return
+        if grant.request.client.public:
             raise InvalidRequestError("a public client must use PKCE: send 'code_challenge' (S256)")
+        if "openid" not in (scope_to_list(data.get("scope") or "") or []) or not data.get("nonce"):
+            raise InvalidRequestError("without PKCE ('code_challenge', S256) the request must be an OpenID request "
+                                      "('openid' scope) with a 'nonce'")
 
 
 class _OpenIdMixin:
@@ -374,12 +412,13 @@ class _UserInfo(UserInfoEndpoint):  # type: ignore[misc]
 
 
 def user_info(user: SignedIn, scope: str) -> UserInfo:
-    """The claims about the account the scope allows: ``sub`` always, ``name`` (profile), ``email`` (email)."""
+    """The claims about who signed in that the scope allows: ``sub`` always, ``name`` (profile), ``email`` (email,
+    when they have one)."""
     scopes = scope_to_list(scope) or []
-    info = UserInfo(sub=user.account_id)
+    info = UserInfo(sub=user.subject or user.account_id)
     if "profile" in scopes:
         info["name"] = user.name
-    if "email" in scopes:
+    if "email" in scopes and user.email:
         info["email"] = user.email
     return info
 
@@ -520,16 +559,17 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
     # What the grants need
 
     def signed_in(self, account_id: str, api_key_id: str, auth_time: int) -> SignedIn | None:
-        """The account behind a code or refresh token, with its namespaces now; None once its key is revoked or
-        expired, or the session is over."""
+        """Who is behind a code or refresh token, with their access to the account's namespaces now; None once the
+        key is revoked, expired or disabled, its owner deleted, or the session is over."""
         if auth_time + self.settings.oidc_session_seconds <= time.time():
             return None
-        account = self._run(store.signed_in_account(self.pool, account_id, api_key_id))
-        if account is None:
+        row = self._run(store.signed_in_account(self.pool, account_id, api_key_id))
+        if row is None:
             return None
         namespaces = self._run(store.served_namespaces(self.pool, account_id))
-        return SignedIn(account_id, api_key_id, auth_time, name=account["name"], email=account["email"],
-                        status=account["status"], namespaces=tuple(namespaces))
+        subject, name, email = owner_claims(row)
+        return SignedIn(account_id, api_key_id, auth_time, subject=subject, name=name, email=email,
+                        permissions=permissions(row, namespaces))
 
     def _generate_token(self, grant_type: str, client: Client, user: SignedIn | None = None,
                         scope: str | None = None, expires_in: int | None = None,
@@ -538,10 +578,10 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         now = int(time.time())
         ttl = min(self.settings.oidc_token_ttl_seconds,
                   max(1, user.auth_time + self.settings.oidc_session_seconds - now))
-        claims = {"iss": self.issuer, "sub": user.account_id, "aud": client.client_id, "client_id": client.client_id,
+        claims = {"iss": self.issuer, "sub": user.subject, "aud": client.client_id, "client_id": client.client_id,
                   "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(12), "scope": scope or "",
-                  "auth_time": user.auth_time, "tcloud_api_key": user.api_key_id,
-                  "permissions": [f"{ns}:{user.role}" for ns in user.namespaces]}
+                  "auth_time": user.auth_time, "tcloud_account": user.account_id, "tcloud_api_key": user.api_key_id,
+                  "permissions": list(user.permissions)}
         token: dict[str, Any] = {
             "token_type": "Bearer", "expires_in": ttl, "scope": scope or "",
             "access_token": pyjwt.encode(claims, data_plane.signing_key(self.settings).private_key,
@@ -563,7 +603,8 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         client = self.registered.get(str(claims.get("client_id")))
         if client is None or claims.get("aud") != client.client_id:
             return None
-        user = self.signed_in(str(claims["sub"]), str(claims.get("tcloud_api_key")), int(claims.get("auth_time", 0)))
+        user = self.signed_in(str(claims.get("tcloud_account", claims["sub"])), str(claims.get("tcloud_api_key")),
+                              int(claims.get("auth_time", 0)))
         return AccessToken(claims, client, user) if user is not None else None
 
     # The endpoints, each called in a worker thread

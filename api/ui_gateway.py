@@ -20,11 +20,17 @@ the caller's own metadata (its token), so the server authorizes each one; only t
   gets what the public frontend says (PermissionDenied).
 
 One more thing is changed on the way back: the UI takes any HTTP 403 for an expired sign-in and sends the customer
-to log in again (``handle-error.ts``), so the server's refusal of another customer's namespace would never be
-seen and the UI would loop through the sign-in. The gateway passes a PermissionDenied on as FAILED_PRECONDITION
-(HTTP 400 from the UI server) with the server's own message after ``PermissionDenied: ``, which the UI shows
-("PermissionDenied: Request unauthorized."). The one call left a 403 is the UI's start-page probe
-(:func:`is_namespace_probe`), whose 403 the UI answers with the namespace picker, as designed.
+to log in again (``handle-error.ts``, for every call made with its default error handling), so the server's refusal
+of another customer's namespace would never be seen and the UI would loop through the sign-in. The gateway passes a
+PermissionDenied on as FAILED_PRECONDITION (HTTP 400 from the UI server) with the server's own message after
+``PermissionDenied: ``, which the UI shows where it prints an answer's message ("PermissionDenied: Request
+unauthorized." on the workflow list). Two calls keep the server's PermissionDenied (HTTP 403) as it is, because the
+UI makes them without that handling and shows the refusal itself: its start-page probe (:func:`is_namespace_probe`),
+whose 403 the UI answers with the namespace picker, and ``DescribeWorkflowExecution``, which loads a workflow's page
+(``fetchWorkflow``, ``notifyOnError: false``): the page then shows the server's status, "403 ... Forbidden", rather
+than "400 Bad Request". That page prints only the HTTP status and its reason phrase, never the answer's message
+(``workflow-error.svelte``, the same in every UI release up to v2.58.1), so the server's words ("Request
+unauthorized.") are in the answer's body but not on the page.
 
 It runs beside the customers' UI server (locally a process of ``deploy.sh local``, on Kubernetes a sidecar of the
 UI's pod), listening on loopback.
@@ -60,6 +66,11 @@ GET_CLUSTER_INFO = WORKFLOW_SERVICE + "GetClusterInfo"
 DESCRIBE_NAMESPACE = WORKFLOW_SERVICE + "DescribeNamespace"
 
 LIST_WORKFLOW_EXECUTIONS = WORKFLOW_SERVICE + "ListWorkflowExecutions"
+DESCRIBE_WORKFLOW_EXECUTION = WORKFLOW_SERVICE + "DescribeWorkflowExecution"
+# Calls whose PermissionDenied reaches the UI as it is (HTTP 403): the UI makes them without its "403: signed out"
+# handling and shows the refusal on the page (see the module doc). The start-page probe is recognised by its request
+# (:func:`is_namespace_probe`).
+PERMISSION_DENIED_AS_IS = frozenset({DESCRIBE_WORKFLOW_EXECUTION})
 # How the server's PermissionDenied reaches the UI (see the module doc): FAILED_PRECONDITION, which the UI server
 # answers with HTTP 400, and the server's message after this prefix.
 SHOWN_PERMISSION_DENIED = grpc.StatusCode.FAILED_PRECONDITION
@@ -106,6 +117,12 @@ def permitted_namespaces(claims: dict[str, Any]) -> list[str]:
         if namespace and namespace != "temporal-system" and namespace not in names:
             names.append(namespace)
     return names
+
+
+def keeps_permission_denied(method: str, request: bytes) -> bool:
+    """Whether the server's PermissionDenied on this call goes back as it is (HTTP 403 from the UI server) rather than
+    as FAILED_PRECONDITION (HTTP 400), which the UI would otherwise take for a lapsed sign-in."""
+    return method in PERMISSION_DENIED_AS_IS or is_namespace_probe(method, request)
 
 
 def is_namespace_probe(method: str, request: bytes) -> bool:
@@ -167,7 +184,7 @@ class UiGateway:
             answer: bytes = await call(request, metadata=metadata or None,
                                        timeout=remaining if remaining is not None else DEFAULT_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.PERMISSION_DENIED and not is_namespace_probe(method, request):
+            if err.code() == grpc.StatusCode.PERMISSION_DENIED and not keeps_permission_denied(method, request):
                 # Shown as an error rather than taken for an expired sign-in (module doc); the server's words kept.
                 await context.abort(SHOWN_PERMISSION_DENIED, f"{PERMISSION_DENIED_PREFIX}{err.details() or ''}")
             await context.abort(err.code(), err.details() or "", tuple(err.trailing_metadata() or ()))

@@ -1,7 +1,7 @@
 """Customers in the Temporal UI, in Debian's Chromium: each signs in through our OpenID provider with an API key,
 sees only their own namespaces, reads the history of a workflow their own worker ran, and gets the server's
 permission error (and none of the data) on the other customer's namespace and workflow; signing out ends it. The
-operators' UI, on the internal frontend, sees both.
+operators' UI, on the internal frontend, sees both. And what the UI server itself sends the provider (no PKCE).
 
 Real parts: the UI server built from its module with its OIDC login on, the UI gateway in front of the official
 server's public frontend (JWT authorization), the API as the provider, workers polling through the public door
@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Page, Response
 from temporalio.client import Client
 
 from api import ui_gateway
@@ -25,13 +27,15 @@ from tcloud.settings import Settings
 from tests import harness
 from tests.accounts_fixtures import TestAccount, create_account, create_namespace, unique
 from tests.browser import browser, screenshot
-from tests.oidc_support import api_on, free_ports, oidc_settings
-from tests.usage_workload import run_workload, tenant_worker
+from tests.oidc_support import UI_CLIENT, api_on, free_ports, oidc_settings, query_of, sign_in_page
+from tests.usage_workload import TASK_QUEUE, run_workload, tenant_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 SIGN_IN_TIMEOUT = 30_000
-PERMISSION_ERROR = "PermissionDenied: Request unauthorized."
+# The server's words for a refused call, as the UI shows them where it prints an answer's message.
+SERVER_MESSAGE = "Request unauthorized."
+PERMISSION_ERROR = f"PermissionDenied: {SERVER_MESSAGE}"
 
 
 @dataclass(frozen=True)
@@ -127,12 +131,29 @@ async def others_are_refused(page: Page, platform: Platform, other: Customer, na
     assert other.workflow_id not in await page.content()
     await screenshot(page, f"{name}-other-namespace")
 
-    await page.goto(f"{platform.ui}/namespaces/{other.namespace}/workflows/{other.workflow_id}/{other.run_id}/history")
+    # The workflow's page loads it with DescribeWorkflowExecution: the server's PermissionDenied comes back as it is,
+    # HTTP 403 with the server's message, and the page shows that status (it prints no answer's message).
+    describe = f"/api/v1/namespaces/{other.namespace}/workflows/{other.workflow_id}"
+
+    def is_describe(response: Response) -> bool:
+        return urlsplit(response.url).path == describe and response.request.method == "GET"
+
+    async with page.expect_response(is_describe, timeout=SIGN_IN_TIMEOUT) as answer:
+        await page.goto(f"{platform.ui}/namespaces/{other.namespace}/workflows/{other.workflow_id}/{other.run_id}"
+                        "/history")
+    refused = await answer.value
+    assert refused.status == 403 and (await refused.json())["message"] == SERVER_MESSAGE
     await page.get_by_text("We are having technical difficulties retrieving this Workflow").wait_for(
         timeout=SIGN_IN_TIMEOUT)
+    main = await page.locator("main").inner_text()
+    assert "403" in main and "Forbidden" in main, main
+    assert page.url.startswith(platform.ui), "still signed in: the refusal is not taken for a lapsed sign-in"
+    # None of the other customer's workflow: its history, type, task queue, activities and their payloads.
     content = await page.content()
-    assert "Workflow Execution Completed" not in content and "greet" not in content
-    assert other.run_id not in await page.locator("main").inner_text()
+    for theirs in ("Workflow Execution Completed", "Activity Task", "TenantOrderWorkflow", TASK_QUEUE, "greet",
+                   "hello a", "hello b"):
+        assert theirs not in content, theirs
+    assert other.run_id not in main
     await screenshot(page, f"{name}-other-workflow")
 
 
@@ -209,3 +230,26 @@ async def test_each_customer_sees_only_their_own_namespaces_and_workflows(
             await page.get_by_text("Workflow Execution Completed").first.wait_for(timeout=SIGN_IN_TIMEOUT)
         await screenshot(page, "customer-ui-operator")
         await context.close()
+
+
+async def test_the_ui_server_sends_no_pkce_so_the_provider_holds_it_to_its_secret_and_nonce(
+        platform: Platform) -> None:
+    """The pinned UI server's own authorization request (what a browser is sent to): state and nonce, no PKCE, which
+    no ui-server release up to v2.58.1 sends. The provider takes it because the UI is a confidential client asking
+    for openid with a nonce (RFC 9700 §2.1.1); the day a UI server sends PKCE this fails, and the provider should
+    then require it of this client."""
+    async with aiohttp.ClientSession() as http, http.get(f"{platform.ui}/auth/sso", allow_redirects=False) as resp:
+        assert resp.status == 302
+        location = resp.headers["Location"]
+    assert location.startswith(f"{platform.settings.oidc_issuer}/oauth2/authorize?")
+    sent = query_of(location)
+    assert (sent["client_id"], sent["redirect_uri"], sent["response_type"]) == (
+        UI_CLIENT, platform.settings.customer_ui_redirect_uris[0], "code")
+    assert sent["state"] and sent["nonce"] and "openid" in sent["scope"].split()
+    assert not {"code_challenge", "code_challenge_method"} & set(sent), "the UI server sends PKCE now: require it"
+    status, _, fields = await sign_in_page(platform.api, sent)
+    assert status == 200 and fields, "the provider takes the UI server's request"
+    without_nonce = {k: v for k, v in sent.items() if k != "nonce"}
+    for changed in (without_nonce, {**sent, "scope": "profile email"}):
+        status, location, _ = await sign_in_page(platform.api, changed)
+        assert status == 302 and query_of(location)["error"] == "invalid_request", location

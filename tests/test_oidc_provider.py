@@ -1,9 +1,11 @@
 """The OpenID Connect provider the customers' Temporal UI signs in with (api/oidc.py), spoken to over HTTP as the
 UI server speaks it: discovery, the sign-in page, the code flow with the client secret, PKCE, refresh, userinfo;
-and each way a request can be wrong answered with the right OAuth error and no token."""
+each way a request can be wrong answered with the right OAuth error and no token; and a user's API key signing in
+that user with their access, which the Temporal server enforces on the tokens through the UI gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,9 +14,14 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from authlib.oidc.discovery import OpenIDProviderMetadata
+from temporalio.api.workflowservice.v1 import ListNamespacesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
+from api import ui_gateway
 from api.oidc import digest
 from tcloud.settings import Settings
+from tests import harness
 from tests.accounts_fixtures import TestAccount, create_account, create_namespace, unique
 from tests.oidc_support import (
     HTML,
@@ -333,3 +340,156 @@ async def test_userinfo_needs_an_access_token_of_this_provider(oidc_api: TestCli
     data_plane = (await resp.json())["token"]
     resp = await oidc_api.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {data_plane}"})
     assert resp.status == 401
+
+
+async def test_without_pkce_only_a_confidential_client_asking_openid_with_a_nonce_gets_a_code(
+        oidc_api: TestClient, customer: tuple[TestAccount, list[str]], callback: str) -> None:
+    """RFC 9700 §2.1.1: PKCE, or for a confidential OpenID client the nonce, must protect the code (the UI server
+    sends no PKCE, tests/test_customer_ui.py shows)."""
+    # No challenge, no openid scope: nothing would bind the code to the browser that asked for it.
+    status, location, fields = await sign_in_page(oidc_api, ui_request(callback, scope="profile email").params())
+    assert status == 302 and location.startswith(callback) and not fields
+    assert query_of(location)["error"] == "invalid_request" and "code=" not in location
+    # The same with PKCE: taken.
+    status, _, fields = await sign_in_page(oidc_api, ui_request(callback, scope="profile email",
+                                                                 code_challenge=pkce_pair()[1]).params())
+    assert status == 200 and fields
+    # OpenID with a nonce, no PKCE (what the UI server sends): taken.
+    status, _, fields = await sign_in_page(oidc_api, ui_request(callback).params())
+    assert status == 200 and fields
+
+
+async def _user_with_key(api: TestClient, account: TestAccount, access: dict[str, str], *,
+                         role: str = "ROLE_DEVELOPER") -> tuple[str, str, str, str]:
+    """A user of ``account`` with ``access`` (namespace: PERMISSION_*) and an API key they own:
+    (user id, email, the key's token, its id)."""
+    email = f"{unique('ui-user-')}@example.com"
+    resp = await api.post("/cloud/users", headers=account.headers, json={"spec": {"email": email, "access": {
+        "accountAccess": {"role": role},
+        "namespaceAccesses": {ns: {"permission": permission} for ns, permission in access.items()}}}})
+    assert resp.status == 200, await resp.text()
+    user_id = (await resp.json())["userId"]
+    resp = await api.post("/cloud/api-keys", headers=account.headers, json={"spec": {
+        "ownerId": user_id, "ownerType": "OWNER_TYPE_USER", "displayName": "laptop"}})
+    assert resp.status == 200, await resp.text()
+    key = await resp.json()
+    return user_id, email, key["token"], key["keyId"]
+
+
+async def _signed_in(api: TestClient, key: str, callback: str) -> dict[str, Any]:
+    got = await authorize(api, key, ui_request(callback))
+    status, tokens = await exchange(api, {"grant_type": "authorization_code", "code": got["code"],
+                                          "redirect_uri": callback})
+    assert status == 200, tokens
+    return tokens
+
+
+async def _started(api: TestClient, account: TestAccount, address: str, namespace: str) -> str:
+    """A workflow left running in ``namespace`` (no worker needed), started with a data-plane token of the account's
+    admin key through the public door; its id."""
+    resp = await api.post(f"/cloud/namespaces/{namespace}/token", headers=account.headers)
+    client = await Client.connect(address, namespace=namespace, api_key=(await resp.json())["token"], tls=False)
+    workflow_id = unique("ui-read-")
+    for _ in range(120):  # a namespace registered a moment ago reaches every service within seconds
+        try:
+            await client.start_workflow("Waiting", id=workflow_id, task_queue=unique("nobody-"))
+            return workflow_id
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"{namespace} never served StartWorkflowExecution")
+
+
+async def _refused(call: Any) -> RPCError:
+    with pytest.raises(RPCError) as caught:
+        await call
+    return caught.value
+
+
+async def test_a_users_key_signs_in_that_user_with_their_access_which_the_server_enforces(
+        oidc_api: TestClient, customer: tuple[TestAccount, list[str]], callback: str, jwks: dict[str, Any],
+        provider_settings: Settings, temporal_server: harness.TemporalServer) -> None:
+    account, (readable, other) = customer
+    issuer = provider_settings.oidc_issuer
+    user_id, email, key, key_id = await _user_with_key(oidc_api, account, {readable: "PERMISSION_READ"})
+    tokens = await _signed_in(oidc_api, key, callback)
+    access = verify(jwks, tokens["access_token"], issuer=issuer, audience=UI_CLIENT)
+    # The user, not the account: their id and email, and read access to the one namespace they were given.
+    assert (access["sub"], access["tcloud_account"]) == (user_id, account.id)
+    assert access["permissions"] == [f"{readable}:read"]
+    id_token = verify(jwks, tokens["id_token"], issuer=issuer, audience=UI_CLIENT)
+    assert (id_token["sub"], id_token["email"], id_token["name"]) == (user_id, email, email)
+    resp = await oidc_api.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert resp.status == 200 and await resp.json() == {"sub": user_id, "name": email, "email": email}
+
+    # The server enforces it, as the UI reaches it: through the UI gateway with the access token.
+    workflow_id = await _started(oidc_api, account, temporal_server.public_address, readable)
+    async with ui_gateway.serving(provider_settings, port=0) as port:
+        through_gateway = await Client.connect(f"127.0.0.1:{port}", namespace=readable,
+                                               api_key=tokens["access_token"], tls=False)
+        listed = await through_gateway.workflow_service.list_namespaces(ListNamespacesRequest())
+        assert [n.namespace_info.name for n in listed.namespaces] == [readable]
+        handle: WorkflowHandle[Any, Any] = through_gateway.get_workflow_handle(workflow_id)
+        assert (await handle.describe()).id == workflow_id  # reading works
+        for write in (handle.signal("go"), handle.terminate("no"), handle.cancel()):
+            err = await _refused(write)  # the server's PermissionDenied, as the gateway shows it to the UI
+            assert (err.status, err.message) == (RPCStatusCode.FAILED_PRECONDITION,
+                                                 "PermissionDenied: Request unauthorized."), err
+        elsewhere = await Client.connect(f"127.0.0.1:{port}", namespace=other, api_key=tokens["access_token"],
+                                         tls=False)
+        err = await _refused(elsewhere.get_workflow_handle(workflow_id).describe())
+        assert err.status == RPCStatusCode.PERMISSION_DENIED  # the workflow page keeps the server's 403
+    # The same token straight at the public frontend: the server's own PermissionDenied.
+    direct = await Client.connect(temporal_server.public_address, namespace=readable,
+                                  api_key=tokens["access_token"], tls=False)
+    err = await _refused(direct.get_workflow_handle(workflow_id).signal("go"))
+    assert err.status == RPCStatusCode.PERMISSION_DENIED
+    assert (await direct.get_workflow_handle(workflow_id).describe()).id == workflow_id
+
+    # A change of the user's access shows at the next refresh: write now.
+    resp = await oidc_api.post(f"/cloud/namespaces/{readable}/users/{user_id}/access", headers=account.headers,
+                               json={"access": {"permission": "PERMISSION_WRITE"}})
+    assert resp.status == 200, await resp.text()
+    status, refreshed = await exchange(oidc_api, {"grant_type": "refresh_token",
+                                                  "refresh_token": tokens["refresh_token"]})
+    assert status == 200, refreshed
+    assert verify(jwks, refreshed["access_token"], issuer=issuer, audience=UI_CLIENT)["permissions"] == [
+        f"{readable}:write"]
+    # Disabling the key ends the sign-in: no refresh, and userinfo refuses its access token.
+    resp = await oidc_api.post(f"/cloud/api-keys/{key_id}", headers=account.headers, json={"spec": {
+        "ownerId": user_id, "displayName": "laptop", "disabled": True}})
+    assert resp.status == 200, await resp.text()
+    status, body = await exchange(oidc_api, {"grant_type": "refresh_token",
+                                             "refresh_token": refreshed["refresh_token"]})
+    assert (status, body.get("error")) == (400, "invalid_grant") and no_token(body), body
+    resp = await oidc_api.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {refreshed['access_token']}"})
+    assert resp.status == 401
+
+
+async def test_an_account_key_and_a_service_accounts_key_sign_in_as_themselves(
+        oidc_api: TestClient, customer: tuple[TestAccount, list[str]], callback: str, jwks: dict[str, Any],
+        provider_settings: Settings) -> None:
+    account, namespaces = customer
+    issuer = provider_settings.oidc_issuer
+    # The account's own key (its admin service account, as every key made before users): the account, writing all.
+    tokens = await _signed_in(oidc_api, account.token, callback)
+    access = verify(jwks, tokens["access_token"], issuer=issuer, audience=UI_CLIENT)
+    assert (access["sub"], access["tcloud_account"]) == (account.id, account.id)
+    assert sorted(access["permissions"]) == [f"{ns}:write" for ns in namespaces]
+    # A read-only service account: itself (its id and name, no email), reading every namespace.
+    resp = await oidc_api.post("/cloud/service-accounts", headers=account.headers, json={"spec": {
+        "name": "dashboards", "access": {"accountAccess": {"role": "ROLE_READ"}}}})
+    assert resp.status == 200, await resp.text()
+    sa_id = (await resp.json())["serviceAccountId"]
+    resp = await oidc_api.post("/cloud/api-keys", headers=account.headers, json={"spec": {
+        "ownerId": sa_id, "ownerType": "OWNER_TYPE_SERVICE_ACCOUNT", "displayName": "wall screen"}})
+    tokens = await _signed_in(oidc_api, (await resp.json())["token"], callback)
+    access = verify(jwks, tokens["access_token"], issuer=issuer, audience=UI_CLIENT)
+    assert (access["sub"], sorted(access["permissions"])) == (sa_id, [f"{ns}:read" for ns in namespaces])
+    resp = await oidc_api.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert await resp.json() == {"sub": sa_id, "name": "dashboards"}
+    # A user without access to any namespace signs in to an empty list.
+    _, _, key, _ = await _user_with_key(oidc_api, account, {})
+    tokens = await _signed_in(oidc_api, key, callback)
+    assert verify(jwks, tokens["access_token"], issuer=issuer, audience=UI_CLIENT)["permissions"] == []

@@ -2,9 +2,9 @@
 
 ``GET /oauth2/authorize`` checks the client's request (client, exact redirect URI, response type, scope, nonce,
 PKCE) and shows the sign-in page; the page posts the customer's API key back to ``POST /oauth2/authorize``, which
-issues the code and redirects to the client. A request whose client or redirect URI is wrong is answered here
-(an error page, or JSON to a non-browser) and never redirected; any other error goes back to the client's
-redirect URI as OAuth says.
+issues the code for the key's owner (a user or a service account) and redirects to the client. A request whose
+client or redirect URI is wrong is answered here (an error page, or JSON to a non-browser) and never redirected;
+any other error goes back to the client's redirect URI as OAuth says.
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def _sign_in_page(request: web.Request, authorization_request: str, client_id: s
               if message else "")
     body = f"""<section class="card">
   <h2>Sign in to the Temporal UI</h2>
-  <p class="muted" id="signin-help">Paste an API key of your account (the portal's API keys page). The Temporal UI
-  ({html.escape(client_id)}) will show your namespaces only.</p>
+  <p class="muted" id="signin-help">Paste one of your API keys (the portal's API keys page): it signs in its
+  owner, your user or a service account, with that owner's access. The Temporal UI ({html.escape(client_id)}) will
+  show only the namespaces it may use.</p>
   <form class="inline" method="post" action="{AUTHORIZE_PATH}" data-testid="oidc-signin">
     <input type="hidden" name="authorization_request" value="{html.escape(authorization_request)}">
     <input type="hidden" name="csrf" value="{html.escape(csrf)}">
@@ -193,8 +194,8 @@ async def token(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(USERINFO_PATH)
-@documented("OpenID Connect userinfo: the signed-in account (sub, name, email) for an access token of this "
-            "provider", auth="access-token", response={"type": "object"}, tags=TAGS)
+@documented("OpenID Connect userinfo: who signed in (sub, name, email: the API key's user or service account) "
+            "for an access token of this provider", auth="access-token", response={"type": "object"}, tags=TAGS)
 async def userinfo(request: web.Request) -> web.StreamResponse:
     provider = provider_of(request.app)
     try:

@@ -3,7 +3,7 @@
 Codes and refresh tokens are kept as SHA-256 hashes. A code is consumed in one statement (:func:`consume_code`), so
 two token requests racing with one code cannot both win; a code or a rotated refresh token presented again
 revokes every refresh token of its family (the sign-in it began). Each read checks that the API key that signed in
-is still neither revoked nor expired.
+is still usable: neither revoked, expired nor disabled, and its owner (the user or service account) not deleted.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from tcloud.store._connections import transaction
 # Rows past their expiry are kept this long (a replayed code is still recognised as used), then purged.
 KEEP_EXPIRED = "1 day"
 
-_KEY_ACTIVE = """EXISTS (SELECT 1 FROM api_keys k WHERE k.id = {table}.api_key_id AND k.revoked_at IS NULL
-                         AND (k.expires_at IS NULL OR k.expires_at > now()))"""
+_KEY_ACTIVE = """EXISTS (SELECT 1 FROM api_keys k JOIN identities i ON i.id = k.owner_id
+                        WHERE k.id = {table}.api_key_id AND k.revoked_at IS NULL AND NOT k.disabled
+                          AND i.state = 'active' AND (k.expires_at IS NULL OR k.expires_at > now()))"""
 
 
 async def save_code(conn: asyncpg.Pool | asyncpg.Connection, *, code_hash: bytes, client_id: str, redirect_uri: str,
@@ -63,11 +64,20 @@ async def nonce_seen(conn: asyncpg.Pool | asyncpg.Connection, client_id: str, no
 
 async def signed_in_account(conn: asyncpg.Pool | asyncpg.Connection, account_id: str,
                             api_key_id: str) -> asyncpg.Record | None:
-    """The account (``id``, ``name``, ``email``, ``status``) if its key ``api_key_id`` is still active, else None."""
+    """Who signed in with the key ``api_key_id`` of ``account_id``, as they are now; None once the key is revoked,
+    expired or disabled, or its owner deleted.
+
+    Returns:
+        The account's ``id``, ``name``, ``email`` and ``status``, and the key's owner: ``owner_id``, ``owner_kind``
+        (``user`` or ``service_account``), ``owner_name`` (a user's email, a service account's name),
+        ``account_role`` and ``namespace_access`` (JSON text, ``{"<namespace>": "admin" | "write" | "read"}``).
+    """
     return await conn.fetchrow(
-        """SELECT a.id, a.name, a.email, a.status FROM api_keys k JOIN accounts a ON a.id = k.account_id
-            WHERE k.id = $1 AND k.account_id = $2 AND k.revoked_at IS NULL
-              AND (k.expires_at IS NULL OR k.expires_at > now())""",
+        """SELECT a.id, a.name, a.email, a.status, i.id AS owner_id, i.kind AS owner_kind, i.name AS owner_name,
+                  i.account_role, i.namespace_access::text AS namespace_access
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id JOIN identities i ON i.id = k.owner_id
+            WHERE k.id = $1 AND k.account_id = $2 AND k.revoked_at IS NULL AND NOT k.disabled
+              AND i.state = 'active' AND (k.expires_at IS NULL OR k.expires_at > now())""",
         api_key_id, account_id)
 
 
