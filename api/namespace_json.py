@@ -3,12 +3,14 @@
 Two renderings of a namespace: the message (:func:`namespace_message`), which defines it and the gRPC door serves,
 and its JSON text written directly from the rows (:func:`namespaces_json`), which ``GET /cloud/namespaces`` serves:
 building 100 messages and converting them with protobuf's JSON mapping cost about 3.5 ms of CPU a page.
-``tests/test_namespace_json.py`` holds the two equal, byte for byte.
+``tests/test_namespace_json.py`` holds the two equal: byte for byte, but for the order of the keys of map fields
+(tags, search attributes), which protobuf takes from its hash table and this text sorts.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -24,6 +26,7 @@ from temporalio.api.cloud.resource.v1 import ResourceState
 
 from api import namespace_attributes
 from api.errors import ApiError
+from tcloud.domain import search_attributes
 from tcloud.domain.namespace_names import name_problem
 from tcloud.settings import Settings
 
@@ -127,22 +130,47 @@ def _settings_text(region: str, grpc_address: str, ui_url: str) -> tuple[str, st
     return f"[{_quote(region)}]", f"{ui_url.rstrip('/')}/namespaces/", grpc + "}"
 
 
+# A custom search attribute's type as ``spec.searchAttributes`` names it (``KeywordList``: ``..._KEYWORD_LIST``).
+_SEARCH_ATTRIBUTE_TYPE_NAMES = {
+    kind: NamespaceSpec.SearchAttributeType.Name(NamespaceSpec.SearchAttributeType.Value(
+        "SEARCH_ATTRIBUTE_TYPE_" + re.sub(r"(?<!^)(?=[A-Z])", "_", kind).upper()))
+    for kind in search_attributes.TYPES}
+
+
+def _map_of(column: Any) -> dict[str, str]:
+    """A jsonb map column's dict (asyncpg gives its text; most are empty)."""
+    return {} if column == "{}" else namespace_attributes.json_map(column)
+
+
+def _map_json(items: Mapping[str, str]) -> str:
+    """A map field's JSON object, keys in order (protobuf's own order is its hash table's: only the pairs match)."""
+    return "{" + ", ".join(f"{_quote(key)}: {_quote(items[key])}" for key in sorted(items)) + "}"
+
+
 def _namespace_json(row: Mapping[str, Any], regions: str, web_prefix: str, endpoints_tail: str) -> str:
     """One row as ``MessageToDict(namespace_message(row))`` written by ``json.dumps``."""
     ns = row["namespace"]
     retention = row["retention_days"]
     operation = row["async_operation_id"]
+    attributes = _map_of(row["search_attributes"])
+    tags = _map_of(row["tags"])
     return "".join((
         '{"namespace": ', _quote(ns),
         ', "resourceVersion": ', _quote(str(row["resource_version"])),
         ', "spec": {"name": ', _quote(row["name"]), ', "regions": ', regions,
         f', "retentionDays": {retention}' if retention else "",
-        ', "apiKeyAuth": {"enabled": true}}, "stateDeprecated": ', _quote(row["state"]),
+        f', "customSearchAttributes": {_map_json(attributes)}' if attributes else "",
+        ', "apiKeyAuth": {"enabled": true}',
+        (', "searchAttributes": ' + _map_json({name: _SEARCH_ATTRIBUTE_TYPE_NAMES[kind]
+                                               for name, kind in attributes.items()})) if attributes else "",
+        '}, "stateDeprecated": ', _quote(row["state"]),
         f', "asyncOperationId": {_quote(operation)}' if operation else "",
         ', "endpoints": {"webAddress": ', _quote(f"{web_prefix}{ns}/workflows"), endpoints_tail,
         ', "createdTime": "', _rfc3339(row["created_at"]),
         '", "lastModifiedTime": "', _rfc3339(row["updated_at"]),
-        '", "state": "', _STATE_NAMES[row["state"]], '"}',
+        '", "state": "', _STATE_NAMES[row["state"]], '"',
+        f', "tags": {_map_json(tags)}' if tags else "",
+        "}",
     ))
 
 
@@ -150,12 +178,13 @@ def _namespace_json(row: Mapping[str, Any], regions: str, web_prefix: str, endpo
 # another column, which :func:`namespace_message` may render, goes through the message until this text renders it
 # too (``tests/test_namespace_json.py`` fails on a stored row with another column, so that is not forgotten).
 RENDERED_COLUMNS = frozenset({"namespace", "name", "account_id", "state", "retention_days", "failure_reason",
-                              "created_at", "updated_at", "deleted_at", "resource_version", "async_operation_id"})
+                              "created_at", "updated_at", "deleted_at", "resource_version", "async_operation_id",
+                              "tags", "search_attributes"})
 
 
 def namespaces_json(rows: Sequence[Mapping[str, Any]], next_page_token: str, settings: Settings) -> bytes:
     """The ``GetNamespacesResponse`` of these rows as protobuf's JSON mapping renders it (``message_response``):
-    the same names, order, values and left-out empty fields, written directly."""
+    the same names, order, values and left-out empty fields (map fields' keys sorted), written directly."""
     if rows and not RENDERED_COLUMNS.issuperset(rows[0].keys()):
         answer = GetNamespacesResponse(namespaces=[namespace_message(r, settings) for r in rows],
                                        next_page_token=next_page_token)
