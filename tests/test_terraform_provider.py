@@ -22,6 +22,10 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetUsersRequest,
 )
 from temporalio.api.cloud.identity.v1 import AccountAccess, NamespaceAccess
+from temporalio.api.cloud.namespace.v1 import NamespaceSpec
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.service import RPCStatusCode
 
 from launcher import gobuild
@@ -60,6 +64,17 @@ resource "temporalcloud_namespace" "orders" {
   regions        = [var.region]
   api_key_auth   = true
   retention_days = var.retention
+}
+
+resource "temporalcloud_namespace_tags" "orders" {
+  namespace_id = temporalcloud_namespace.orders.id
+  tags         = { team = "orders", env = "test" }
+}
+
+resource "temporalcloud_namespace_search_attribute" "customer" {
+  namespace_id = temporalcloud_namespace.orders.id
+  name         = "CustomerId"
+  type         = "keyword"
 }
 
 resource "temporalcloud_service_account" "ci" {
@@ -131,10 +146,15 @@ async def test_apply_plan_update_and_destroy(binaries: tuple[Path, Path], cloud_
 
     applied = await tf.run("apply", "-auto-approve")
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
-    assert "4 added, 0 changed, 0 destroyed" in applied.stdout, applied.stdout[-2000:]
+    assert "6 added, 0 changed, 0 destroyed" in applied.stdout, applied.stdout[-2000:]
     ns = f"{name}.{account.id}"
     got = (await cloud.get_namespace(GetNamespaceRequest(namespace=ns))).namespace
     assert (got.spec.retention_days, got.spec.api_key_auth.enabled) == (3, True)
+    assert dict(got.tags) == {"team": "orders", "env": "test"}
+    assert dict(got.spec.search_attributes) == {"CustomerId": NamespaceSpec.SEARCH_ATTRIBUTE_TYPE_KEYWORD}
+    on_server = await (await Client.connect(settings.temporal_address)).operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=ns))
+    assert on_server.custom_attributes["CustomerId"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
     [sa] = [s for s in (await cloud.get_service_accounts(GetServiceAccountsRequest())).service_account
             if s.spec.name == "ci"]
     assert sa.spec.access.account_access.role == AccountAccess.ROLE_DEVELOPER
@@ -157,7 +177,7 @@ async def test_apply_plan_update_and_destroy(binaries: tuple[Path, Path], cloud_
 
     destroyed = await tf.run("destroy", "-auto-approve", retention="5")
     assert destroyed.returncode == 0, destroyed.stdout[-3000:] + destroyed.stderr[-3000:]
-    assert "4 destroyed" in destroyed.stdout, destroyed.stdout[-2000:]
+    assert "6 destroyed" in destroyed.stdout, destroyed.stdout[-2000:]
     assert (await refused(cloud.get_namespace(GetNamespaceRequest(namespace=ns)))).status == RPCStatusCode.NOT_FOUND
     assert sa.id not in {s.id for s in (await cloud.get_service_accounts(GetServiceAccountsRequest())).service_account}
     assert not (await cloud.get_users(GetUsersRequest(email=email))).users

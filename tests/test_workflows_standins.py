@@ -46,7 +46,7 @@ from activities.billing import (
     SuspendResult,
     WriteOffInput,
 )
-from activities.namespaces import ActivateInput, FailInput, RegisterInput, RetentionInput
+from activities.namespaces import ActivateInput, FailInput, RegisterInput, RetentionInput, SearchAttributesInput
 from activities.spend_alert_delivery import DeliveryKey, DeliveryOutcome, FailDelivery
 from activities.usage import CollectHourInput, CollectHourOutput, PendingHoursInput, PendingHoursOutput
 from tcloud.adapters.backups import catalog, pgtools
@@ -120,8 +120,11 @@ REFUSAL = "the Temporal server refused the namespace: retention must be at least
 
 
 def namespace_standins(calls: Calls, register: Callable[[RegisterInput], bool] | None = None,
-                       set_retention: Callable[[RetentionInput], None] | None = None) -> list[Callable[..., Any]]:
-    """Every namespace activity, recording its argument; ``register`` / ``set_retention`` answer (or raise)."""
+                       set_retention: Callable[[RetentionInput], None] | None = None,
+                       add_attributes: Callable[[SearchAttributesInput], list[str]] | None = None
+                       ) -> list[Callable[..., Any]]:
+    """Every namespace activity, recording its argument; ``register`` / ``set_retention`` / ``add_attributes``
+    answer (or raise)."""
 
     @standin("register_namespace")
     async def register_namespace(params: RegisterInput) -> bool:
@@ -146,7 +149,13 @@ def namespace_standins(calls: Calls, register: Callable[[RegisterInput], bool] |
     async def mark_namespace_failed(params: FailInput) -> None:
         calls.record(params)
 
-    return [register_namespace, mark_namespace_active, set_retention_, mark_namespace_updated, mark_namespace_failed]
+    @standin("namespaces.add_search_attributes")
+    async def add_search_attributes(params: SearchAttributesInput) -> list[str]:
+        calls.record(params)
+        return add_attributes(params) if add_attributes else sorted(params.attributes)
+
+    return [register_namespace, mark_namespace_active, set_retention_, mark_namespace_updated, mark_namespace_failed,
+            add_search_attributes]
 
 
 async def test_create_namespace_registers_then_marks_it_active(time_skipping_env: WorkflowEnvironment) -> None:
@@ -158,6 +167,40 @@ async def test_create_namespace_registers_then_marks_it_active(time_skipping_env
     assert calls.names() == ["register_namespace", "mark_namespace_active"]
     assert calls.args("register_namespace") == [RegisterInput(NS, "acme", 3, "ops@acme.test")]
     assert calls.args("mark_namespace_active") == [ActivateInput(NS, "acme")]
+
+
+async def test_search_attributes_are_registered_before_the_namespace_is_recorded(
+        time_skipping_env: WorkflowEnvironment) -> None:
+    calls = Calls()
+    wanted = {"CustomerId": "Keyword"}
+    async with standin_worker(time_skipping_env, [CreateNamespaceWorkflow, UpdateNamespaceWorkflow],
+                              namespace_standins(calls)) as queue:
+        await run(time_skipping_env, queue, CreateNamespaceWorkflow.run,
+                  CreateNamespaceInput(NS, "acme", 3, "ops@acme.test", wanted), id=create_workflow_id(NS))
+        assert calls.names() == ["register_namespace", "namespaces.add_search_attributes", "mark_namespace_active"]
+        assert calls.args("namespaces.add_search_attributes") == [SearchAttributesInput(NS, wanted)]
+        both = {**wanted, "Amount": "Double"}
+        await run(time_skipping_env, queue, UpdateNamespaceWorkflow.run, UpdateNamespaceInput(NS, 3, 2, both),
+                  id=update_workflow_id(NS, 2))
+    assert calls.names()[3:] == ["set_retention", "namespaces.add_search_attributes", "mark_namespace_updated"]
+    assert calls.args("mark_namespace_updated") == [RetentionInput(NS, 3, both)]
+
+
+async def test_refused_search_attributes_leave_the_namespace_as_it_was(
+        time_skipping_env: WorkflowEnvironment) -> None:
+    calls = Calls()
+
+    def refuse(params: SearchAttributesInput) -> list[str]:
+        raise ApplicationError("too many Keyword attributes", non_retryable=True)
+
+    async with standin_worker(time_skipping_env, [UpdateNamespaceWorkflow],
+                              namespace_standins(calls, add_attributes=refuse)) as queue:
+        with pytest.raises(WorkflowFailureError):
+            await run(time_skipping_env, queue, UpdateNamespaceWorkflow.run,
+                      UpdateNamespaceInput(NS, 3, 5, {"A": "Keyword"}), id=update_workflow_id(NS, 5))
+    # Never recorded: back to 'active' with the attributes it had.
+    assert calls.names() == ["set_retention", "namespaces.add_search_attributes", "mark_namespace_failed"]
+    assert calls.args("mark_namespace_failed") == [FailInput(NS, "active", "too many Keyword attributes")]
 
 
 async def test_create_namespace_retries_a_server_hiccup(time_skipping_env: WorkflowEnvironment) -> None:

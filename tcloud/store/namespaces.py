@@ -266,8 +266,10 @@ async def record_namespace_updated(conn: asyncpg.Pool | asyncpg.Connection, name
 async def change_namespace_tags(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: str, account_id: str,
                                 operation_id: str, change: Callable[[asyncpg.Record, dict[str, str]], dict[str, str]]
                                 ) -> asyncpg.Record | None:
-    """Set the account's namespace's tags to ``change(row, current tags)`` at the next resource version and record
-    the UpdateNamespaceTags operation fulfilled, in one transaction (tags live here only: no workflow).
+    """Set the account's namespace's tags to ``change(row, current tags)`` and record the UpdateNamespaceTags
+    operation fulfilled, in one transaction (tags live here only: no workflow). The resource version stays: tags are
+    not part of the spec that UpdateNamespace's resource version guards (the Terraform provider manages them as a
+    separate resource, side by side with updates of the namespace).
 
     ``change`` runs on the locked row: whatever it raises ends the transaction with nothing changed.
 
@@ -285,8 +287,8 @@ async def change_namespace_tags(conn: asyncpg.Pool | asyncpg.Connection, *, name
         await record_fulfilled_operation(tx, operation_id=operation_id, account_id=account_id,
                                          operation_type="UpdateNamespaceTags", resource=namespace)
         return await tx.fetchrow(
-            """UPDATE namespaces SET tags = $2::jsonb, resource_version = resource_version + 1, updated_at = now()
-                WHERE namespace = $1 RETURNING *""", namespace, json.dumps(tags))
+            "UPDATE namespaces SET tags = $2::jsonb, updated_at = now() WHERE namespace = $1 RETURNING *",
+            namespace, json.dumps(tags))
 
 
 async def delete_namespace_and_close_ownership(conn: asyncpg.Pool | asyncpg.Connection, namespace: str) -> None:
