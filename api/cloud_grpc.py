@@ -8,7 +8,9 @@ Every method goes through one dispatcher, in this order:
 2. the optional ``temporal-cloud-api-version`` metadata, a date (``2024-10-01``) or a semantic version
    (``v0.3.0``), checked for its form only;
 3. the method's function in ``api/cloud_service.py``, the one its JSON route calls too. A method this platform does
-   not implement answers UNIMPLEMENTED, saying so.
+   not implement answers UNIMPLEMENTED, saying so; a request that is not its method's message (bad wire format, a
+   string that is not UTF-8) or that carries a timestamp or duration outside protobuf's range answers
+   INVALID_ARGUMENT (gRPC itself would answer UNKNOWN before the caller is known, the method INTERNAL).
 
 Errors are the JSON door's, mapped to status codes (:func:`status_of`). The server also answers the standard
 health service (``grpc.health.v1.Health``), and on shutdown reports NOT_SERVING, stops taking calls and lets
@@ -28,7 +30,7 @@ from urllib.parse import unquote
 import grpc
 from aiohttp import web
 from google.protobuf import message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from temporalio.api.cloud.cloudservice.v1 import service_pb2
 
@@ -135,6 +137,54 @@ def unsupported(method: str) -> ApiError:
     return ApiError(501, f"CloudService/{method} is not supported by this platform")
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request that is not its method's message (bad wire format, a string that is not UTF-8) decodes to:
+    refused with INVALID_ARGUMENT once the caller is known, instead of gRPC's UNKNOWN before it."""
+
+    type_name: str
+    reason: str
+
+
+def _decoder(request_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def decode(raw: bytes) -> Message | Undecodable:
+        try:
+            return request_type.FromString(raw)
+        except DecodeError as err:
+            return Undecodable(request_type.DESCRIPTOR.name, str(err).rsplit(": ", 1)[-1])
+    return decode
+
+
+# What protobuf allows a Timestamp and a Duration (seconds, nanos): a value outside fails every conversion.
+_TIME_BOUNDS = {"google.protobuf.Timestamp": ((-62135596800, 253402300799), (0, 999_999_999)),
+                "google.protobuf.Duration": ((-315576000000, 315576000000), (-999_999_999, 999_999_999))}
+
+
+def time_out_of_range(message: Message, prefix: str = "") -> str | None:
+    """The path of the first Timestamp or Duration in ``message`` outside protobuf's range, or None.
+
+    The JSON door cannot carry one (its parser refuses it); the binary wire can, and the methods' conversions to
+    datetime would fail on it.
+    """
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        path = prefix + field.json_name
+        if field.message_type.GetOptions().map_entry:
+            values = list(value.values()) if field.message_type.fields_by_name["value"].message_type else []
+        else:
+            values = list(value) if field.is_repeated else [value]
+        for item in values:
+            bounds = _TIME_BOUNDS.get(item.DESCRIPTOR.full_name)
+            if bounds is None:
+                found = time_out_of_range(item, path + ".")
+                if found:
+                    return found
+            elif not (bounds[0][0] <= item.seconds <= bounds[0][1] and bounds[1][0] <= item.nanos <= bounds[1][1]):
+                return path
+    return None
+
+
 class _Dispatcher:
     """Turns each CloudService call into the method's function of api/cloud_service.py for the authenticated caller."""
 
@@ -146,14 +196,15 @@ class _Dispatcher:
         for method in DESCRIPTOR.methods:
             request_type = message_factory.GetMessageClass(method.input_type)
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                self._behavior(method.name), request_deserializer=request_type.FromString,
+                self._behavior(method.name), request_deserializer=_decoder(request_type),
                 response_serializer=lambda answer: answer.SerializeToString())
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
-    def _behavior(self, name: str) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+    def _behavior(self, name: str) -> Callable[[Message | Undecodable, grpc.aio.ServicerContext[Any, Any]],
+                                               Awaitable[Message]]:
         implementation = METHODS.get(name)
 
-        async def behavior(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def behavior(request: Message | Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             try:
                 return await self._run(name, implementation, request, context)
             except Exception as err:
@@ -168,7 +219,7 @@ class _Dispatcher:
 
         return behavior
 
-    async def _run(self, name: str, implementation: Method | None, request: Message,
+    async def _run(self, name: str, implementation: Method | None, request: Message | Undecodable,
                    context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         metadata: dict[str, str] = {}
         for key, value in context.invocation_metadata() or ():
@@ -180,6 +231,11 @@ class _Dispatcher:
         check_version(metadata.get(VERSION_HEADER))
         if implementation is None:
             raise unsupported(name)
+        if isinstance(request, Undecodable):
+            raise ApiError(400, f"the request is not a valid {request.type_name} message ({request.reason})")
+        out_of_range = time_out_of_range(request)
+        if out_of_range:
+            raise ApiError(400, f"{out_of_range} is outside the range of a protobuf timestamp or duration")
         return await implementation(Call.of(self._app, customer), request)
 
 
