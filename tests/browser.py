@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Page, async_playwright
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -39,3 +40,19 @@ async def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+async def portal_sign_in(page: Page, api: TestClient, token: str) -> None:
+    """Open the portal and sign in with an API key; returns once the namespaces view (the landing page) is drawn."""
+    await page.goto(str(api.make_url("/")))
+    await page.fill("#api-key", token)
+    await page.click("form[data-testid=signin] button[type=submit]")
+    await page.wait_for_selector("form[data-testid=create-namespace]", timeout=15000)
+
+
+async def console_sign_in(page: Page, api: TestClient, operator_headers: dict[str, str]) -> None:
+    """Open the operator console and sign in with the operator token; returns once the accounts are listed."""
+    await page.goto(str(api.make_url("/console")))
+    await page.fill("#operator-token", operator_headers["Authorization"].split(" ", 1)[1])
+    await page.click("form[data-testid=signin] button[type=submit]")
+    await page.locator("[data-testid=accounts], [data-testid=empty]").first.wait_for(timeout=15000)

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 import stripe
 from aiohttp.test_utils import TestClient
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 from prometheus_api_client import PrometheusConnect
 from temporalio.client import Client
 
@@ -25,7 +25,7 @@ from tcloud.settings import Settings
 from tests import harness
 from tests.accounts_fixtures import TestAccount, create_account, unique, wait_stripe_customer
 from tests.billing_helpers import add_usage, complete_hours, set_card, wait_until
-from tests.browser import browser, screenshot
+from tests.browser import browser, console_sign_in, portal_sign_in, screenshot
 from tests.usage_fixtures import collect_provisional, ledger_quantity, wait_prometheus_total
 from tests.usage_workload import run_workload, settled_server_counter, tenant_worker
 
@@ -35,13 +35,6 @@ pytestmark = pytest.mark.usefixtures("worker")
 def last_period() -> str:
     now = datetime.now(UTC)
     return f"{now.year - 1}-12" if now.month == 1 else f"{now.year}-{now.month - 1:02d}"
-
-
-async def sign_in(page: Page, api: TestClient, token: str) -> None:
-    await page.goto(str(api.make_url("/")))
-    await page.fill("#api-key", token)
-    await page.click("form[data-testid=signin] button[type=submit]")
-    await page.wait_for_selector("form[data-testid=create-namespace]", timeout=15000)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ async def test_namespace_usage_invoice_and_keys(
     namespace = f"{name}.{customer.id}"
     async with browser() as b:
         page = await b.new_page(viewport={"width": 1200, "height": 900})
-        await sign_in(page, api, customer.token)
+        await portal_sign_in(page, api, customer.token)
 
         # Create a namespace and watch it become active.
         await page.fill("#ns-name", name)
@@ -143,9 +136,7 @@ async def test_namespace_usage_invoice_and_keys(
 
         # The operator console: the run's per-account state, linked to the workflow in the Temporal UI.
         console = await b.new_page(viewport={"width": 1200, "height": 900})
-        await console.goto(str(api.make_url("/console")))
-        await console.fill("#operator-token", operator_headers["Authorization"].split(" ", 1)[1])
-        await console.click("form[data-testid=signin] button[type=submit]")
+        await console_sign_in(console, api, operator_headers)
         await console.locator(f"[data-testid='status-{customer.id}']").wait_for(timeout=15000)
         await console.click("nav a[href='#/billing']")
         await console.fill("#period", period)

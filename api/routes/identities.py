@@ -1,14 +1,16 @@
-"""Routes: users and service accounts, their account roles and namespace access (Cloud Ops paths and JSON).
+"""Routes: users and service accounts, their account roles and namespace access (Cloud Ops paths and JSON), and the
+operator's read-only view of an account's identities.
 
 The Cloud Ops methods themselves are in api/cloud_service.py, which the gRPC server calls too.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf.message import Message
+from pydantic import BaseModel, Field
 from temporalio.api.cloud.cloudservice.v1 import (
     CreateServiceAccountRequest,
     CreateUserRequest,
@@ -25,11 +27,14 @@ from temporalio.api.cloud.cloudservice.v1 import (
 )
 
 from api import cloud_service
-from api.auth import require_customer
+from api.appkeys import POOL
+from api.auth import require_customer, require_operator
 from api.cloud_json import message_response, parse_message, proto_schema
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.openapi import documented
+from tcloud.store import accounts as account_store
+from tcloud.store import identities as identity_store
 
 routes = web.RouteTableDef()
 TAGS = ("identities",)
@@ -186,3 +191,58 @@ async def set_service_account_namespace_access(request: web.Request) -> web.Resp
     body = await _body(request, SetServiceAccountNamespaceAccessRequest, namespace=request.match_info["namespace"],
                        service_account_id=request.match_info["service_account_id"])
     return message_response(await cloud_service.set_service_account_namespace_access(call, body))
+
+
+# --- The operator's view ----------------------------------------------------------------------------------------
+
+OPERATOR_LIMIT = 1000
+
+
+class KeyCounts(BaseModel):
+    active: int = Field(description="usable keys: neither revoked, expired nor disabled")
+    disabled: int = Field(description="disabled keys (not revoked, not expired)")
+
+
+class IdentityView(BaseModel):
+    id: str
+    kind: str = Field(description="user or service_account")
+    name: str = Field(description="a user's email, a service account's name")
+    description: str
+    role: str = Field(description="account role: admin, developer, finance_admin or read")
+    namespaceAccess: dict[str, str] = Field(description="namespace -> admin, write or read")
+    keys: KeyCounts
+    state: str = Field(description="active or deleted")
+    createdAt: str
+    deletedAt: str | None
+
+
+class AccountIdentities(BaseModel):
+    accountId: str
+    users: list[IdentityView]
+    serviceAccounts: list[IdentityView]
+    truncated: bool = Field(description=f"true when the account has more than {OPERATOR_LIMIT} identities")
+
+
+def _identity_view(row: dict[str, Any]) -> IdentityView:
+    return IdentityView(id=row["id"], kind=row["kind"], name=row["name"], description=row["description"],
+                        role=row["account_role"], namespaceAccess=dict(sorted(row["namespace_access"].items())),
+                        keys=KeyCounts(active=row["active_keys"], disabled=row["disabled_keys"]),
+                        state=row["state"], createdAt=row["created_at"].isoformat(),
+                        deletedAt=row["deleted_at"].isoformat() if row["deleted_at"] else None)
+
+
+@routes.get("/admin/accounts/{account_id}/identities")
+@documented("An account's users and service accounts (deleted ones too) with their roles, namespace access and "
+            "API key counts (read-only)", auth="operator", response=AccountIdentities, tags=("operator", *TAGS))
+async def get_account_identities(request: web.Request) -> web.Response:
+    require_operator(request)
+    pool = request.app[POOL]
+    account_id = request.match_info["account_id"]
+    if await account_store.find_account(pool, account_id) is None:
+        raise ApiError(404, f"account {account_id} not found")
+    rows = await identity_store.account_identities(pool, account_id, limit=OPERATOR_LIMIT + 1)
+    views = [_identity_view(r) for r in rows[:OPERATOR_LIMIT]]
+    return web.json_response(AccountIdentities(
+        accountId=account_id, users=[v for v in views if v.kind == "user"],
+        serviceAccounts=[v for v in views if v.kind == "service_account"],
+        truncated=len(rows) > OPERATOR_LIMIT).model_dump())

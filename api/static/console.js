@@ -51,7 +51,8 @@ async function accountsView() {
           `, ${p.activeGbHours} active GBh, ${p.retainedGbHours} retained GBh — `,
           h("strong", {}, money(p.listPriceCents)), " at list price (not billed)."),
         rows.length ? table([
-          { label: "Account", render: (a) => `${a.name} (${a.id})` },
+          { label: "Account", render: (a) => h("a", { href: `#/accounts/${encodeURIComponent(a.id)}`,
+                                                         "data-testid": `account-${a.id}` }, `${a.name} (${a.id})`) },
           { label: "Plan", key: "plan" },
           { label: "Status", render: (a) => h("span", { "data-testid": `status-${a.id}` }, statusBadge(a.status)) },
           { label: `Month to date (${data.period})`, num: true, render: (a) => money(a.monthToDateCents) },
@@ -66,6 +67,51 @@ async function accountsView() {
   }
   main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Accounts"), status, box));
   await refresh();
+}
+
+// One account: its details, and its users and service accounts with their roles, namespace access and keys
+// (read-only: customers manage them in the portal).
+async function accountView(id) {
+  const box = h("div");
+  const people = h("div");
+  main.replaceChildren(h("section", { class: "card" }, h("p", {}, h("a", { href: "#/accounts" }, "← All accounts")),
+                         box),
+                       h("section", { class: "card" }, h("h2", {}, "Users and service accounts"), people));
+  const access = (i) => {
+    const entries = Object.entries(i.namespaceAccess || {});
+    return entries.length ? entries.map(([ns, p]) => h("div", {}, `${ns}: ${p}`)) : h("span", { class: "muted" }, "none");
+  };
+  const keys = (i) => `${i.keys.active} active${i.keys.disabled ? `, ${i.keys.disabled} disabled` : ""}`;
+  const columns = (first) => [
+    first,
+    { label: "Role", render: (i) => i.role.replace(/_/g, " ") },
+    { label: "Namespace access", render: access },
+    { label: "API keys", render: (i) => h("span", { "data-testid": `keys-${i.id}` }, keys(i)) },
+    { label: "State", render: (i) => h("span", { "data-testid": `identity-state-${i.id}` },
+        statusBadge(i.state === "deleted" ? `deleted ${(i.deletedAt || "").slice(0, 10)}` : i.state)) },
+    { label: "Created", render: (i) => i.createdAt.slice(0, 16).replace("T", " ") },
+  ];
+  await Promise.all([
+    view(box, "account", async () => {
+      const a = await api("GET", `/admin/accounts/${encodeURIComponent(id)}`);
+      return [h("h2", { "data-testid": "account-name" }, `${a.name} (${a.id})`),
+              h("p", {}, `${a.email} · plan ${a.plan} · `, statusBadge(a.status),
+                a.statusReason ? ` (${a.statusReason})` : "", ` · created ${a.createdAt.slice(0, 10)}`)];
+    }),
+    view(people, "users and service accounts", async () => {
+      const data = await api("GET", `/admin/accounts/${encodeURIComponent(id)}/identities`);
+      return [
+        h("h3", {}, "Users"),
+        data.users.length ? table(columns({ label: "Email", render: (i) => i.name }), data.users,
+                                  { testid: "account-users" }) : empty("No users."),
+        h("h3", {}, "Service accounts"),
+        data.serviceAccounts.length ? table(columns({ label: "Name", render: (i) => [i.name,
+            i.description ? h("div", { class: "muted" }, i.description) : null] }), data.serviceAccounts,
+                                            { testid: "account-service-accounts" }) : empty("No service accounts."),
+        data.truncated ? h("p", { class: "muted" }, "Only the first 1,000 are shown.") : null,
+      ];
+    }),
+  ]);
 }
 
 function lastMonth() {
@@ -157,12 +203,13 @@ async function route() {
   nav.hidden = false;
   document.getElementById("who").replaceChildren(h("button", { class: "secondary", type: "button",
     onclick: () => { setToken("operator", null); signIn(); } }, "Sign out"));
-  const section = (location.hash || "#/accounts").split("/")[1];
+  const [, section, id] = (location.hash || "#/accounts").split("/");
   for (const a of nav.querySelectorAll("a")) {
     if (a.getAttribute("href") === `#/${section}`) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const views = { accounts: accountsView, billing: billingView, backups: backupsView };
+  const views = { accounts: () => id ? accountView(decodeURIComponent(id)) : accountsView(), billing: billingView,
+                  backups: backupsView };
   await (views[section] || accountsView)();
 }
 

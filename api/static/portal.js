@@ -1,5 +1,6 @@
 // The customer portal: a few views over the Cloud-Ops-shaped JSON API, signed in with an API key.
 import { call, setToken, token } from "./api.js";
+import { identitiesView } from "./identities.js";
 import { badge, empty, failure, h, money, table, view } from "./ui.js";
 
 const api = (method, path, body) => call("customer", method, path, body);
@@ -446,7 +447,9 @@ async function route() {
   }
   charts.splice(0).forEach((c) => c.destroy());
   const views = { namespaces: namespacesView, usage: usageView, invoices: () => invoicesView(id),
-                  keys: keysView, alerts: alertsView, payment: paymentView };
+                  keys: keysView, alerts: alertsView, payment: paymentView,
+                  users: () => identitiesView(main, "user", id),
+                  "service-accounts": () => identitiesView(main, "service_account", id) };
   await (views[section] || namespacesView)();
 }
 

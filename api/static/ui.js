@@ -31,7 +31,7 @@ export async function view(target, what, build) {
   target.replaceChildren(loading(what));
   try {
     const content = await build();
-    target.replaceChildren(...[content].flat());
+    target.replaceChildren(...[content].flat().filter((c) => c !== null && c !== undefined && c !== false));
   } catch (err) {
     target.replaceChildren(failure(err));
   }

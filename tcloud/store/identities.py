@@ -132,6 +132,26 @@ async def list_identities(conn: Conn, account_id: str, kind: str, *, after: str,
     return [r for r in map(_decoded, rows) if r is not None]
 
 
+async def account_identities(conn: Conn, account_id: str, *, limit: int) -> list[dict[str, Any]]:
+    """Every user and service account of the account with its API key counts, for the operator.
+
+    Deleted identities are included; users come first, oldest first within a kind, at most ``limit`` rows. Each row
+    also carries ``active_keys`` (usable keys) and ``disabled_keys``, counting keys neither revoked nor expired.
+    """
+    rows = await conn.fetch(
+        """SELECT i.*,
+                  count(k.id) FILTER (WHERE NOT k.disabled) AS active_keys,
+                  count(k.id) FILTER (WHERE k.disabled) AS disabled_keys
+             FROM identities i
+             LEFT JOIN api_keys k ON k.owner_id = i.id AND k.revoked_at IS NULL
+                                 AND (k.expires_at IS NULL OR k.expires_at > now())
+            WHERE i.account_id = $1
+            GROUP BY i.id
+            ORDER BY i.kind DESC, i.created_at, i.id
+            LIMIT $2""", account_id, limit)
+    return [r for r in map(_decoded, rows) if r is not None]
+
+
 async def change_identity(conn: Conn, *, account_id: str, identity_id: str, kind: str, operation_id: str,
                           operation_type: str,
                           change: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> dict[str, Any] | None:
