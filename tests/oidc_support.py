@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from launcher import procs
 from tcloud.settings import OidcClient, Settings
+from tests.accounts_fixtures import TestAccount, unique
 
 UI_CLIENT = "temporal-ui"
 UI_SECRET = "ui-secret-" + secrets.token_hex(8)
@@ -154,3 +155,20 @@ def verify(api_keys: dict[str, Any], token: str, *, issuer: str, audience: str |
     claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], issuer=issuer, audience=audience,
                                         options={"verify_aud": audience is not None})
     return claims
+
+
+async def user_with_key(api: TestClient, account: TestAccount, access: dict[str, str], *,
+                        role: str = "ROLE_DEVELOPER") -> tuple[str, str, str, str]:
+    """A user of ``account`` with ``access`` (namespace: PERMISSION_*) and an API key they own:
+    (user id, email, the key's token, its id)."""
+    email = f"{unique('ui-user-')}@example.com"
+    resp = await api.post("/cloud/users", headers=account.headers, json={"spec": {"email": email, "access": {
+        "accountAccess": {"role": role},
+        "namespaceAccesses": {ns: {"permission": permission} for ns, permission in access.items()}}}})
+    assert resp.status == 200, await resp.text()
+    user_id = (await resp.json())["userId"]
+    resp = await api.post("/cloud/api-keys", headers=account.headers, json={"spec": {
+        "ownerId": user_id, "ownerType": "OWNER_TYPE_USER", "displayName": "laptop"}})
+    assert resp.status == 200, await resp.text()
+    key = await resp.json()
+    return user_id, email, key["token"], key["keyId"]

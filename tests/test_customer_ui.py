@@ -27,7 +27,7 @@ from tcloud.settings import Settings
 from tests import harness
 from tests.accounts_fixtures import TestAccount, create_account, create_namespace, unique
 from tests.browser import browser, screenshot
-from tests.oidc_support import UI_CLIENT, api_on, free_ports, oidc_settings, query_of, sign_in_page
+from tests.oidc_support import UI_CLIENT, api_on, free_ports, oidc_settings, query_of, sign_in_page, user_with_key
 from tests.usage_workload import TASK_QUEUE, run_workload, tenant_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -197,6 +197,19 @@ async def test_each_customer_sees_only_their_own_namespaces_and_workflows(
         await own_namespace_and_workflow(page, platform, a, b, "customer-ui-a")
         await others_are_refused(page, platform, b, "customer-ui-a")
         await sign_out(page, platform, a)
+        await context.close()
+
+        # A colleague of A with read access to A's namespace signs in with their own key: as themselves, A's namespace
+        # and its history (what the server lets a read token do, and refuses, tests/test_oidc_provider.py checks).
+        _, email, key, _ = await user_with_key(platform.api, a.account, {a.namespace: "PERMISSION_READ"})
+        context = await new_context(chromium)
+        page = await context.new_page()
+        await page.goto(f"{platform.ui}/namespaces/{a.namespace}/workflows")
+        await sign_in_through_provider(page, platform, key)
+        await own_namespace_and_workflow(page, platform, a, b, "customer-ui-a-reader")
+        await page.get_by_test_id("user-menu-trigger").first.click()
+        await page.get_by_text(email).first.wait_for(timeout=SIGN_IN_TIMEOUT)
+        await screenshot(page, "customer-ui-a-reader-menu")
         await context.close()
 
         # Customer B, the mirror image, starting at the UI's front page (it offers B's namespaces).

@@ -40,6 +40,7 @@ from tests.oidc_support import (
     query_of,
     sign_in_page,
     submit_key,
+    user_with_key,
     verify,
 )
 
@@ -359,23 +360,6 @@ async def test_without_pkce_only_a_confidential_client_asking_openid_with_a_nonc
     assert status == 200 and fields
 
 
-async def _user_with_key(api: TestClient, account: TestAccount, access: dict[str, str], *,
-                         role: str = "ROLE_DEVELOPER") -> tuple[str, str, str, str]:
-    """A user of ``account`` with ``access`` (namespace: PERMISSION_*) and an API key they own:
-    (user id, email, the key's token, its id)."""
-    email = f"{unique('ui-user-')}@example.com"
-    resp = await api.post("/cloud/users", headers=account.headers, json={"spec": {"email": email, "access": {
-        "accountAccess": {"role": role},
-        "namespaceAccesses": {ns: {"permission": permission} for ns, permission in access.items()}}}})
-    assert resp.status == 200, await resp.text()
-    user_id = (await resp.json())["userId"]
-    resp = await api.post("/cloud/api-keys", headers=account.headers, json={"spec": {
-        "ownerId": user_id, "ownerType": "OWNER_TYPE_USER", "displayName": "laptop"}})
-    assert resp.status == 200, await resp.text()
-    key = await resp.json()
-    return user_id, email, key["token"], key["keyId"]
-
-
 async def _signed_in(api: TestClient, key: str, callback: str) -> dict[str, Any]:
     got = await authorize(api, key, ui_request(callback))
     status, tokens = await exchange(api, {"grant_type": "authorization_code", "code": got["code"],
@@ -412,7 +396,7 @@ async def test_a_users_key_signs_in_that_user_with_their_access_which_the_server
         provider_settings: Settings, temporal_server: harness.TemporalServer) -> None:
     account, (readable, other) = customer
     issuer = provider_settings.oidc_issuer
-    user_id, email, key, key_id = await _user_with_key(oidc_api, account, {readable: "PERMISSION_READ"})
+    user_id, email, key, key_id = await user_with_key(oidc_api, account, {readable: "PERMISSION_READ"})
     tokens = await _signed_in(oidc_api, key, callback)
     access = verify(jwks, tokens["access_token"], issuer=issuer, audience=UI_CLIENT)
     # The user, not the account: their id and email, and read access to the one namespace they were given.
@@ -490,6 +474,6 @@ async def test_an_account_key_and_a_service_accounts_key_sign_in_as_themselves(
     resp = await oidc_api.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert await resp.json() == {"sub": sa_id, "name": "dashboards"}
     # A user without access to any namespace signs in to an empty list.
-    _, _, key, _ = await _user_with_key(oidc_api, account, {})
+    _, _, key, _ = await user_with_key(oidc_api, account, {})
     tokens = await _signed_in(oidc_api, key, callback)
     assert verify(jwks, tokens["access_token"], issuer=issuer, audience=UI_CLIENT)["permissions"] == []
