@@ -39,6 +39,7 @@ from temporalio.api.cloud.identity.v1 import (
     Access,
     AccountAccess,
     ApiKeySpec,
+    NamespaceAccess,
     OwnerType,
     ServiceAccountSpec,
     UserSpec,
@@ -131,8 +132,14 @@ def door_of(app: TestClient) -> Door:
     return Door(f"127.0.0.1:{app.app[CLOUD_API].port}")
 
 
-def role_access(role: str) -> Access:
-    return Access(account_access=AccountAccess(role=ROLES[role]))
+PERMISSIONS = {"admin": NamespaceAccess.PERMISSION_ADMIN, "write": NamespaceAccess.PERMISSION_WRITE,
+               "read": NamespaceAccess.PERMISSION_READ}
+
+
+def role_access(role: str, namespaces: dict[str, str] | None = None) -> Access:
+    """An ``Access`` of an account role and, per namespace, a permission (``admin``, ``write``, ``read``)."""
+    return Access(account_access=AccountAccess(role=ROLES[role]), namespace_accesses={
+        ns: NamespaceAccess(permission=PERMISSIONS[p]) for ns, p in (namespaces or {}).items()})
 
 
 async def operation_done(door: Door, token: str, operation_id: str, within: float = 120) -> AsyncOperation:
@@ -159,17 +166,20 @@ async def new_namespace(door: Door, token: str, prefix: str, *, wait: bool = Tru
     return made.namespace, made.async_operation.id
 
 
-async def new_user(door: Door, token: str, role: str = "read") -> tuple[str, str]:
-    """A user with ``role``: (its id, its email)."""
+async def new_user(door: Door, token: str, role: str = "read",
+                   namespaces: dict[str, str] | None = None) -> tuple[str, str]:
+    """A user with ``role`` (and permissions on ``namespaces``): (its id, its email)."""
     email = f"{unique('mx')}@example.com"
-    made = await door.ok("CreateUser", CreateUserRequest(spec=UserSpec(email=email, access=role_access(role))), token)
+    made = await door.ok("CreateUser", CreateUserRequest(spec=UserSpec(
+        email=email, access=role_access(role, namespaces))), token)
     assert isinstance(made, CreateUserResponse)
     return made.user_id, email
 
 
-async def new_service_account(door: Door, token: str, role: str = "read") -> str:
+async def new_service_account(door: Door, token: str, role: str = "read",
+                              namespaces: dict[str, str] | None = None) -> str:
     made = await door.ok("CreateServiceAccount", CreateServiceAccountRequest(
-        spec=ServiceAccountSpec(name=unique("mx-"), access=role_access(role))), token)
+        spec=ServiceAccountSpec(name=unique("mx-"), access=role_access(role, namespaces))), token)
     assert isinstance(made, CreateServiceAccountResponse)
     return made.service_account_id
 
