@@ -21,7 +21,7 @@ from tests.accounts_fixtures import TestAccount, create_account, create_namespac
 from tests.browser import browser, console_sign_in, portal_sign_in, screenshot
 
 pytestmark = pytest.mark.usefixtures("worker")
-TIMEOUT = 15000
+TIMEOUT = 30000  # the machine may be loaded: a redraw waits on the API, Postgres and Temporal
 
 
 def accept_dialogs(page: Page) -> None:
@@ -181,7 +181,9 @@ async def test_admin_manages_users_service_accounts_and_their_keys(
         # Delete the service account from its page and the user from the list.
         await page.click(f"button[aria-label='Delete {sa_name}']")
         await page.locator("form[data-testid=create-service-accounts]").wait_for(timeout=TIMEOUT)
-        await expect(page.locator("[data-testid=service-accounts] tr", has_text=sa_name)).to_have_count(0)
+        sa_rows = page.locator("[data-testid=service-accounts] tr")
+        await sa_rows.filter(has_text="account-admin").wait_for(timeout=TIMEOUT)
+        await expect(sa_rows.filter(has_text=sa_name)).to_have_count(0)
         await api_json(api, "GET", f"/cloud/service-accounts/{sa_id}", account.token, status=404)
         await page.click("nav a[href='#/users']")
         await page.click(f"button[aria-label='Delete {email}']")
@@ -200,13 +202,13 @@ async def test_read_only_and_finance_callers_see_no_management_controls(
         for section, testid in (("users", "users"), ("service-accounts", "service-accounts")):
             await page.click(f"nav a[href='#/{section}']")
             await page.locator(f"[data-testid={testid}]").wait_for(timeout=TIMEOUT)
-            await expect(page.locator("[data-testid=read-only-note]")).to_be_visible()
+            await expect(page.locator("[data-testid=read-only-note]")).to_be_visible(timeout=TIMEOUT)
             assert await page.locator("main form").count() == 0
             assert await page.locator("main button").count() == 0
         # The account-admin service account's page: its role and access, no controls, not its keys.
         await page.click(f"[data-testid='identity-sa-{account.id}']")
         await expect(page.locator("[data-testid=identity-role]")).to_have_text("Admin", timeout=TIMEOUT)
-        await expect(page.locator("[data-testid=read-only-note]")).to_be_visible()
+        await expect(page.locator("[data-testid=read-only-note]")).to_be_visible(timeout=TIMEOUT)
         assert await page.locator("main form, main button, main select").count() == 0
         assert "null" not in await page.locator("main").inner_text()
         await screenshot(page, "portal-users-read-only")
@@ -233,7 +235,7 @@ async def test_read_only_and_finance_callers_see_no_management_controls(
         await expect(error).to_have_text("the account role read does not allow identity.write", timeout=TIMEOUT)
         # Redrawn after the refusal, the page follows the caller's new role; the message stays.
         await expect(stale.locator("[data-testid=read-only-note]")).to_be_visible(timeout=TIMEOUT)
-        await expect(stale.locator("main form, main button")).to_have_count(0)
+        await expect(stale.locator("main form, main button")).to_have_count(0, timeout=TIMEOUT)
         await expect(error).to_be_visible()
         await screenshot(stale, "portal-users-refused")
 
