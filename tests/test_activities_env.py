@@ -31,7 +31,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.accounts import AccountActivities, StripeCustomerInput, StripeCustomerOutput
 from activities.backup import PLATFORM_DATABASE, BackupActivities, DumpInput
 from activities.billing import AccountPeriod, BillingActivities
-from activities.namespaces import NamespaceActivities, NamespaceRef, RegisterInput
+from activities.namespaces import NamespaceActivities, NamespaceRef, RegisterInput, SearchAttributesInput
 from activities.spend_alert_delivery import DeliveryKey, DeliveryOutcome, SpendAlertDeliveryActivities
 from activities.usage import CollectHourInput, UsageActivities
 from launcher import procs
@@ -117,6 +117,25 @@ async def test_a_delete_cancelled_while_waiting_is_not_asked_again_on_retry(
     asked = await retry.run(activities.delete_from_server, NamespaceRef(namespace))
     assert asked is False  # the server already had the request: the retry only waits for it
     assert not await namespace_exists(temporal_client, namespace)
+
+
+async def test_search_attributes_are_added_once_and_refusals_fail_for_good(pool: asyncpg.Pool,
+                                                                          temporal_client: Client) -> None:
+    namespace = f"{unique('sattr')}.{unique('acct')}"
+    await ensure_namespace(temporal_client, namespace, retention_days=1)
+    activities = NamespaceActivities(pool=pool, temporal=temporal_client)
+    wanted = SearchAttributesInput(namespace, {"OrderId": "Keyword", "Total": "Double"})
+    first = environment(activity_type="namespaces.add_search_attributes")
+    assert await first.run(activities.add_search_attributes, wanted) == ["OrderId", "Total"]
+    retry = environment(activity_type="namespaces.add_search_attributes", attempt=2)
+    assert await retry.run(activities.add_search_attributes, wanted) == []  # safe to run twice
+
+    for attributes, reason in (({"OrderId": "Int"}, "exist on the server with another type: OrderId"),
+                               ({"WorkflowId": "Keyword"}, "the Temporal server refused the search attributes: ")):
+        with pytest.raises(ApplicationError) as refused:
+            await environment(activity_type="namespaces.add_search_attributes").run(
+                activities.add_search_attributes, SearchAttributesInput(namespace, attributes))
+        assert refused.value.non_retryable and reason in refused.value.message, refused.value.message
 
 
 # --- accounts -------------------------------------------------------------------------------------------------
