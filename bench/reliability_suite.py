@@ -4,7 +4,8 @@ Runs the suite's test modules (and, with --with-kill-tests, the capabilities' ki
 the slow variants selected, against real Temporal, PostgreSQL, Prometheus and localstripe started by the test
 fixtures, then prints the figures the suite recorded and the wall time.
 
-    .venv/bin/python bench/reliability_suite.py [--accounts 150] [--rounds 5] [--fuzz-examples 40] [--with-kill-tests]
+    .venv/bin/python bench/reliability_suite.py [--accounts 150] [--rounds 5] [--fuzz-examples 40]
+        [--grpc-fuzz-examples 300] [--with-kill-tests]
 
 Every figure is a count of checks that held: the run fails (non-zero exit) if any invariant broke.
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = ["tests/test_security_throttle.py", "tests/test_security_secrets.py", "tests/test_authz_matrix.py",
-         "tests/test_fuzz_api.py", "tests/test_reliability_restarts.py"]
+         "tests/test_fuzz_api.py", "tests/test_cloud_authz_matrix.py", "tests/test_cloud_fuzz.py",
+         "tests/test_reliability_restarts.py"]
 KILL_TESTS = ["tests/test_namespaces_crash.py", "tests/test_billing_crash.py", "tests/test_backup_crash.py",
               "tests/test_usage_faults.py"]
 
@@ -46,10 +48,13 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=150, help="accounts billed through the faults")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of (Temporal restart, Postgres crash)")
     parser.add_argument("--fuzz-examples", type=int, default=40, help="cases per operation, identity and mode")
+    parser.add_argument("--grpc-fuzz-examples", type=int, default=300,
+                        help="random messages per Cloud Ops gRPC method (a quarter as many random byte strings)")
     parser.add_argument("--with-kill-tests", action="store_true", help="also run the capabilities' kill -9 tests")
     args = parser.parse_args()
     env = {**os.environ, "TCLOUD_RELIABILITY_ACCOUNTS": str(args.accounts),
-           "TCLOUD_RELIABILITY_ROUNDS": str(args.rounds), "TCLOUD_FUZZ_EXAMPLES": str(args.fuzz_examples)}
+           "TCLOUD_RELIABILITY_ROUNDS": str(args.rounds), "TCLOUD_FUZZ_EXAMPLES": str(args.fuzz_examples),
+           "TCLOUD_GRPC_FUZZ_EXAMPLES": str(args.grpc_fuzz_examples)}
     files = SUITE + (KILL_TESTS if args.with_kill_tests else [])
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow", "-o", "timeout=3600",
@@ -57,7 +62,7 @@ def main() -> int:
     elapsed = time.monotonic() - started
     summary = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
     print(f"reliability suite (long): {len(files)} modules, {args.accounts} accounts, {args.rounds} fault rounds, "
-          f"{args.fuzz_examples} fuzz cases per operation/identity/mode")
+          f"{args.fuzz_examples} fuzz cases per operation/identity/mode, {args.grpc_fuzz_examples} per gRPC method")
     for name, value in sorted(figures_of(proc.stdout).items()):
         print(f"  {name}: {value}")
     print(f"  wall time: {elapsed:.0f} s")
