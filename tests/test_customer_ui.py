@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,7 +21,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, BrowserContext, Page, Response
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from api import ui_gateway
 from tcloud.settings import Settings
@@ -169,6 +171,16 @@ async def sign_out(page: Page, platform: Platform, me: Customer) -> None:
     assert me.workflow_id not in await page.content()
 
 
+async def start_waiting(platform: Platform, customer: Customer, public_address: str) -> WorkflowHandle[Any, Any]:
+    """A workflow left running in the customer's namespace (no worker polls its task queue), started with a
+    data-plane token of the account's own key."""
+    resp = await platform.api.post(f"/cloud/namespaces/{customer.namespace}/token", headers=customer.account.headers)
+    assert resp.status == 200, await resp.text()
+    client = await Client.connect(public_address, namespace=customer.namespace, api_key=(await resp.json())["token"],
+                                  tls=False)
+    return await client.start_workflow("Waiting", id=unique("waiting-"), task_queue=unique("nobody-"))
+
+
 async def new_context(chromium: Browser) -> BrowserContext:
     return await chromium.new_context(viewport={"width": 1300, "height": 900})
 
@@ -200,7 +212,7 @@ async def test_each_customer_sees_only_their_own_namespaces_and_workflows(
         await context.close()
 
         # A colleague of A with read access to A's namespace signs in with their own key: as themselves, A's namespace
-        # and its history (what the server lets a read token do, and refuses, tests/test_oidc_provider.py checks).
+        # and its history; cancelling A's running workflow is the server's to refuse, and it does.
         _, email, key, _ = await user_with_key(platform.api, a.account, {a.namespace: "PERMISSION_READ"})
         context = await new_context(chromium)
         page = await context.new_page()
@@ -210,6 +222,19 @@ async def test_each_customer_sees_only_their_own_namespaces_and_workflows(
         await page.get_by_test_id("user-menu-trigger").first.click()
         await page.get_by_text(email).first.wait_for(timeout=SIGN_IN_TIMEOUT)
         await screenshot(page, "customer-ui-a-reader-menu")
+        await page.keyboard.press("Escape")
+        running = await start_waiting(platform, a, temporal_server.public_address)
+        await page.goto(f"{platform.ui}/namespaces/{a.namespace}/workflows/{running.id}/{running.result_run_id}"
+                        "/history")
+        await page.get_by_role("button", name="Request Cancellation").first.click()
+        modal = page.get_by_test_id("cancel-confirmation-modal")
+        await modal.get_by_role("button", name="Confirm").click()
+        await modal.get_by_text(PERMISSION_ERROR).wait_for(timeout=SIGN_IN_TIMEOUT)
+        await screenshot(page, "customer-ui-a-reader-cancel-refused")
+        assert (await running.describe()).status == WorkflowExecutionStatus.RUNNING
+        events = [e.event_type for e in (await running.fetch_history()).events]
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in events
+        await running.terminate("the test is over")
         await context.close()
 
         # Customer B, the mirror image, starting at the UI's front page (it offers B's namespaces).
