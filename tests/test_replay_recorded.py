@@ -13,12 +13,14 @@ from temporalio.worker import Replayer
 from tcloud.platform.temporal import DATA_CONVERTER
 from workers import registry
 
+# <workflow type>.json, or <workflow type>.<variant>.json for another shape of the same type (e.g. a step taken only
+# for some inputs).
 HISTORIES = {p.stem: p.read_text() for p in sorted((Path(__file__).parent / "histories").glob("*.json"))}
 
 
 def test_every_capability_has_a_recorded_history() -> None:
     registered = {getattr(w, "__temporal_workflow_definition").name for w in registry.workflows()}
-    recorded = set(HISTORIES)
+    recorded = {name.split(".")[0] for name in HISTORIES}
     assert recorded <= registered, recorded - registered
     assert len(recorded) >= 12
 
