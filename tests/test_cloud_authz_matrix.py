@@ -482,6 +482,39 @@ async def _unchanged(matrix: Matrix) -> None:
     assert sa.service_account.resource_version == str(1 + 2 * admins), sa
 
 
+# A suspended account reads (GetX) but changes nothing (PERMISSION_DENIED), except what these methods do anyway.
+SUSPENDED_MAY = {
+    "DeleteApiKey",  # revoking a credential is never refused
+    "CreateBillingReport",  # a report reads usage: a customer who must pay needs it
+}
+
+
+async def test_a_suspended_account_reads_but_changes_nothing(matrix: Matrix, unthrottled_cloud_app: TestClient,
+                                                            operator_headers: dict[str, str], pool: asyncpg.Pool,
+                                                            figures: Figures) -> None:
+    carol = await make_tenant(unthrottled_cloud_app, matrix.door, operator_headers, pool, "gcarol", callers=False)
+    resp = await unthrottled_cloud_app.post(f"/admin/accounts/{carol.account.id}/suspend", headers=operator_headers,
+                                            json={"reason": "matrix"})
+    assert resp.status == 200, await resp.text()
+    target = Target.of(carol)
+    problems, calls = [], 0
+    for method in sorted(cloud_grpc.METHODS, key=lambda m: (m.startswith("Delete"), m)):  # deletes last
+        want = Code.OK if method.startswith("Get") or method in SUSPENDED_MAY else Code.PERMISSION_DENIED
+        request = await POLICY[method].build(Fill(matrix, target, effective=False))
+        outcome = await matrix.door.call(method, request, carol.token)
+        calls += 1
+        if outcome.code != want:
+            problems.append(f"{method} in a suspended account: {outcome.code.name} {outcome.message!r}, "
+                            f"want {want.name}")
+    figures.add("Cloud Ops gRPC matrix cells checked", calls)
+    assert problems == [], "\n".join(problems)
+    got = await matrix.door.ok("GetNamespace", GetNamespaceRequest(namespace=carol.namespace), carol.token)
+    assert isinstance(got, GetNamespaceResponse)
+    assert (got.namespace.state, got.namespace.spec.retention_days) == (ResourceState.RESOURCE_STATE_ACTIVE, 1)
+    user = await matrix.door.ok("GetUser", GetUserRequest(user_id=carol.user_id), carol.token)
+    assert isinstance(user, GetUserResponse) and user.user.resource_version == "1"
+
+
 def test_the_policy_knows_every_role_and_agrees_with_the_product() -> None:
     """The roles here are the product's; and the product's table says of each role what this matrix expects
     (so that a method whose implementation checks the product's table is expected to answer as that table says)."""
