@@ -52,18 +52,6 @@ def _instant(ts: Timestamp, field: str) -> datetime:
     return datetime.fromtimestamp(ts.seconds, UTC)
 
 
-def _page_start(token: str, start: datetime, end: datetime) -> datetime:
-    """The first day of the page a ``page_token`` (a date this listing gave) names."""
-    try:
-        day = date.fromisoformat(token)
-    except ValueError as err:
-        raise ApiError(400, "pageToken is not a token this listing gave") from err
-    first = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    if not start <= first < end or token != day.isoformat():
-        raise ApiError(400, "pageToken is not a token this listing gave (for this time range)")
-    return first
-
-
 async def get_usage(call: Call, request: GetUsageRequest) -> GetUsageResponse:
     """The account's usage per UTC day and namespace, a page of days at a time (``page_size`` days; the token is
     the next page's first day).
@@ -82,8 +70,10 @@ async def get_usage(call: Call, request: GetUsageRequest) -> GetUsageResponse:
     size = request.page_size or PAGE_SIZE_DEFAULT
     if not 1 <= size <= PAGE_SIZE_MAX:
         raise ApiError(400, f"pageSize must be between 1 and {PAGE_SIZE_MAX}")
-    first = _page_start(request.page_token, start, end) if request.page_token else start
-    days = [first + i * DAY for i in range(min(size, (end - first) // DAY))]
+    try:
+        days, next_page_token = usage_summaries.page(start, end, DAY, size, request.page_token)
+    except ValueError as err:
+        raise ApiError(400, str(err)) from err
     async with call.pool.acquire() as conn:
         rows = await usage_store.account_daily_quantities(conn, call.customer.account_id, [d.date() for d in days])
         counts = await usage_store.collected_counts(conn, COLLECTORS, days[0], days[-1] + DAY, "day")
@@ -98,9 +88,7 @@ async def get_usage(call: Call, request: GetUsageRequest) -> GetUsageResponse:
         summary.start_time.FromDatetime(day)
         summary.end_time.FromDatetime(day + DAY)
         answer.summaries.append(summary)
-    after = days[-1] + DAY
-    if after < end:
-        answer.next_page_token = after.date().isoformat()
+    answer.next_page_token = next_page_token
     return answer
 
 

@@ -12,7 +12,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -123,17 +123,46 @@ def summary_parts(start: datetime, end: datetime, record_groups: bytes, incomple
             record_groups, b', "incomplete": true}' if incomplete else b', "incomplete": false}')
 
 
-def response_json(summaries: Iterable[tuple[bytes, ...]], extra: Mapping[str, Any]) -> bytes:
-    """The ``GetUsageResponse`` body: the summaries (each in pieces, :func:`summary_parts`), an empty
-    ``nextPageToken``, then ``extra``'s keys."""
+def response_json(summaries: Iterable[tuple[bytes, ...]], extra: Mapping[str, Any], next_page_token: str = "") -> bytes:
+    """The ``GetUsageResponse`` body: the summaries (each in pieces, :func:`summary_parts`), ``nextPageToken``, then
+    ``extra``'s keys."""
     parts = [b'{"summaries": [']
     for i, summary in enumerate(summaries):
         if i:
             parts.append(b", ")
         parts.extend(summary)
     tail = "".join(f", {json.dumps(key)}: {json.dumps(value)}" for key, value in extra.items())
-    parts += [b'], "nextPageToken": ""', tail.encode(), b"}"]
+    parts += [b'], "nextPageToken": ', json.dumps(next_page_token).encode(), tail.encode(), b"}"]
     return b"".join(parts)
+
+
+def _token(bucket: datetime, step: timedelta) -> str:
+    return bucket.date().isoformat() if step == STEPS["day"] else _rfc3339(bucket)
+
+
+def page(start: datetime, end: datetime, step: timedelta, size: int, token: str) -> tuple[list[datetime], str]:
+    """The buckets of one page of ``[start, end)`` (``size`` of them from the one ``token`` names, or from
+    ``start``) and the next page's token ('' on the last page): the first bucket of the next page, a date for days,
+    an RFC 3339 time for hours.
+
+    Raises:
+        ValueError: a token that is not one this listing gives for this range.
+    """
+    first = start
+    if token:
+        try:
+            if step == STEPS["day"]:
+                day = date.fromisoformat(token)
+                first = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            else:
+                first = datetime.fromisoformat(token.replace("Z", "+00:00")).astimezone(UTC)
+        except ValueError as err:
+            raise ValueError("pageToken is not a token this listing gave") from err
+        if not start <= first < end or (first - start) % step or _token(first, step) != token:
+            raise ValueError("pageToken is not a token this listing gave (for this time range)")
+    buckets = [first + i * step for i in range(min(size, (end - first) // step))]
+    after = buckets[-1] + step
+    return buckets, _token(after, step) if after < end else ""
 
 
 class RenderedBuckets:

@@ -159,6 +159,25 @@ async def test_get_usage_pages_days_per_namespace_in_clouds_units(
     assert resp.status == 200
     assert Parse(await resp.text(), GetUsageResponse(), ignore_unknown_fields=True) == GetUsageResponse(
         summaries=summaries)
+    # ... and pages them alike (pageSize, pageToken), hours too.
+    window = {"startTimeInclusive": "2025-03-01", "endTimeExclusive": "2025-03-05", "pageSize": "3"}
+    for page, token in ((first, ""), (second, first.next_page_token)):
+        resp = await cloud_app.get("/cloud/usage", headers=account.headers,
+                                   params={**window, **({"pageToken": token} if token else {})})
+        assert Parse(await resp.text(), GetUsageResponse(), ignore_unknown_fields=True) == page
+    hours, token = [], ""
+    while True:
+        resp = await cloud_app.get("/cloud/usage", headers=account.headers, params={
+            "granularity": "hour", "startTimeInclusive": "2025-03-01T00:00:00Z",
+            "endTimeExclusive": "2025-03-01T05:00:00Z", "pageSize": "2", **({"pageToken": token} if token else {})})
+        answer = Parse(await resp.text(), GetUsageResponse(), ignore_unknown_fields=True)
+        hours.append([s.start_time.ToDatetime().hour for s in answer.summaries])
+        token = answer.next_page_token
+        if not token:
+            break
+    assert hours == [[0, 1], [2, 3], [4]]
+    resp = await cloud_app.get("/cloud/usage", headers=account.headers, params={**window, "pageToken": "2025-04-01"})
+    assert resp.status == 400
 
 
 async def test_get_usage_validates_its_window_and_page(ops: CloudOperationsClient, ledger: dict[str, str]) -> None:

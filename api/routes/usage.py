@@ -34,6 +34,8 @@ QUERY = {
     "endTimeExclusive": "RFC 3339 time or date, on a day (hour) boundary; default: the end of today (this hour)",
     "granularity": "'day' (default, as Cloud's GetUsage) or 'hour'",
     "estimate": "'true' adds this hour's actions so far, read live from Prometheus (an estimate)",
+    "pageSize": "summaries per page (at most 93 days or 744 hours); without it the whole range, within those limits",
+    "pageToken": "nextPageToken of the previous page",
 }
 
 
@@ -51,7 +53,7 @@ def _instant(request: web.Request, name: str, default: datetime, step: timedelta
     return value
 
 
-def _window(request: web.Request) -> tuple[datetime, datetime, str]:
+def _window(request: web.Request) -> tuple[datetime, datetime, str, int | None]:
     unknown = set(request.query) - set(QUERY)
     if unknown:
         raise ApiError(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
@@ -66,9 +68,17 @@ def _window(request: web.Request) -> tuple[datetime, datetime, str]:
                    step)
     if start >= end:
         raise ApiError(400, "startTimeInclusive must be before endTimeExclusive")
-    if (end - start) / step > MAX_SUMMARIES[granularity]:
-        raise ApiError(400, f"at most {MAX_SUMMARIES[granularity]} {granularity}s per request")
-    return start, end, granularity
+    size: int | None = None
+    if "pageSize" in request.query:
+        try:
+            size = int(request.query["pageSize"])
+        except ValueError as err:
+            raise ApiError(400, "pageSize must be an integer") from err
+        if not 1 <= size <= MAX_SUMMARIES[granularity]:
+            raise ApiError(400, f"pageSize must be between 1 and {MAX_SUMMARIES[granularity]} for {granularity}s")
+    elif (end - start) / step > MAX_SUMMARIES[granularity]:
+        raise ApiError(400, f"at most {MAX_SUMMARIES[granularity]} {granularity}s per request (or pageSize)")
+    return start, end, granularity, size
 
 
 async def _estimate(request: web.Request, account_id: str) -> dict[str, Any]:
@@ -100,20 +110,25 @@ async def _estimate(request: web.Request, account_id: str) -> dict[str, Any]:
             tags=("usage",))
 async def get_usage(request: web.Request) -> web.Response:
     customer = await require_billing(request)
-    start, end, granularity = _window(request)
+    start, end, granularity, size = _window(request)
     want_estimate = request.query.get("estimate", "false")
     if want_estimate not in ("true", "false"):
         raise ApiError(400, "estimate must be 'true' or 'false'")
     step = usage_summaries.STEPS[granularity]
-    buckets = [start + i * step for i in range((end - start) // step)]
+    try:
+        buckets, next_page_token = usage_summaries.page(start, end, step, size or MAX_SUMMARIES[granularity],
+                                                        request.query.get("pageToken", ""))
+    except ValueError as err:
+        raise ApiError(400, str(err)) from err
     async with request.app[POOL].acquire() as conn:  # one connection for the reads: one round trip fewer each
         groups = await _record_groups(conn, request.app, customer.account_id, granularity, buckets)
-        counts = await usage_store.collected_counts(conn, COLLECTORS, start, end,
+        counts = await usage_store.collected_counts(conn, COLLECTORS, buckets[0], buckets[-1] + step,
                                                     "hour" if granularity == "hour" else "day")
     complete = len(COLLECTORS) * (step // HOUR)
     extra = {"currentHourEstimate": await _estimate(request, customer.account_id)} if want_estimate == "true" else {}
     body = usage_summaries.response_json(
-        (usage_summaries.summary_parts(b, b + step, groups[b], counts.get(b, 0) < complete) for b in buckets), extra)
+        (usage_summaries.summary_parts(b, b + step, groups[b], counts.get(b, 0) < complete) for b in buckets), extra,
+        next_page_token)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
