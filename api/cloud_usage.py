@@ -134,6 +134,8 @@ def _checked_report_spec(spec: BillingReportSpec) -> tuple[datetime, datetime, s
     if spec.granularity not in _GRANULARITY:
         raise ApiError(400, "spec.granularity must be HOURLY, DAILY or MONTHLY")
     granularity = _GRANULARITY[spec.granularity]
+    if spec.start_time_inclusive.nanos or spec.end_time_exclusive.nanos:
+        raise ApiError(400, "spec.startTimeInclusive and spec.endTimeExclusive must be whole seconds")
     start = spec.start_time_inclusive.ToDatetime(tzinfo=UTC)
     end = spec.end_time_exclusive.ToDatetime(tzinfo=UTC)
     _aligned(start, granularity, "startTimeInclusive")

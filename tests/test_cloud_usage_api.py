@@ -312,6 +312,8 @@ async def test_hourly_and_monthly_reports_and_their_checks(ops: CloudOperationsC
                           granularity=BillingReportSpec.BILLING_REPORT_GRANULARITY_HOURLY),
         BillingReportSpec(start_time_inclusive=ts(FIRST), end_time_exclusive=ts(FIRST + DAY),
                           download_url_expiration_duration=Duration(seconds=30 * 86400)),
+        BillingReportSpec(start_time_inclusive=Timestamp(seconds=ts(FIRST).seconds, nanos=500),
+                          end_time_exclusive=ts(FIRST + DAY)),
     ]
     for spec in bad:
         err = await refused(cloud.create_billing_report(CreateBillingReportRequest(spec=spec)))
