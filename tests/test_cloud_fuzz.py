@@ -29,7 +29,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from temporalio.api.cloud.cloudservice.v1 import CreateApiKeyRequest, GetAccountRequest, GetUsageRequest
+from temporalio.api.cloud.billing.v1 import BillingReportSpec
+from temporalio.api.cloud.cloudservice.v1 import (
+    CreateApiKeyRequest,
+    CreateBillingReportRequest,
+    GetAccountRequest,
+    GetUsageRequest,
+)
 from temporalio.api.cloud.identity.v1 import ApiKeySpec
 
 from api import cloud_grpc
@@ -57,6 +63,8 @@ NEVER = {Code.INTERNAL, Code.UNKNOWN, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, 
 MAX_DEPTH = 3
 # UTC midnights (what day-based methods accept) just past the year 9999 and before the year 1, and far beyond.
 OUT_OF_RANGE_MIDNIGHTS = [253402300800, -62135683200, 86400 * 10**10, -86400 * 10**10]
+# In range, at its edges: the last midnight, hour and second of the year 9999, the first second of the year 1.
+EDGE_SECONDS = [253402214400, 253402297200, 253402300799, -62135596800]
 T = TypeVar("T")
 
 
@@ -165,7 +173,7 @@ class Requests:
         if descriptor.full_name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
             seconds = st.one_of(_integers(-2**63, 2**63 - 1), st.integers(-62135596800, 253402300799),
                                 st.integers(1_600_000_000, 1_900_000_000).map(lambda s: s - s % 86400),
-                                st.sampled_from(OUT_OF_RANGE_MIDNIGHTS))
+                                st.sampled_from(OUT_OF_RANGE_MIDNIGHTS + EDGE_SECONDS))
             nanos = st.one_of(st.just(0), _integers(-2**31, 2**31 - 1))
             return st.builds(lambda s, n: cls(seconds=s, nanos=n), seconds, nanos)
         if depth >= MAX_DEPTH:
@@ -388,4 +396,26 @@ async def test_what_the_fuzzer_found_stays_fixed(fuzz: Fuzz) -> None:
     outcome = await fuzz.door.call("GetUsage", GetUsageRequest(
         start_time_inclusive=Timestamp(seconds=OUT_OF_RANGE_MIDNIGHTS[0])), token)
     assert outcome.code == Code.INVALID_ARGUMENT and "startTimeInclusive" in outcome.message, outcome
+    # At the edges of the range: answered, whatever the answer.
+    last_midnight, last_hour, last_second, first_second = EDGE_SECONDS
+    edges: list[tuple[str, Message]] = [
+        ("GetUsage", GetUsageRequest(start_time_inclusive=Timestamp(seconds=last_midnight - 86400),
+                                     end_time_exclusive=Timestamp(seconds=last_midnight))),
+        ("GetUsage", GetUsageRequest(start_time_inclusive=Timestamp(seconds=first_second),
+                                     end_time_exclusive=Timestamp(seconds=first_second + 86400))),
+        ("GetUsage", GetUsageRequest(start_time_inclusive=Timestamp(seconds=first_second), page_size=1000)),
+        ("CreateApiKey", CreateApiKeyRequest(spec=ApiKeySpec(display_name="edge", expiry_time=Timestamp(
+            seconds=last_second, nanos=999_999_999)))),
+    ]
+    for granularity, start, end in ((BillingReportSpec.BILLING_REPORT_GRANULARITY_HOURLY, last_hour - 3600, last_hour),
+                                    (BillingReportSpec.BILLING_REPORT_GRANULARITY_DAILY, last_midnight - 86400,
+                                     last_midnight),
+                                    (BillingReportSpec.BILLING_REPORT_GRANULARITY_DAILY, first_second,
+                                     first_second + 86400)):
+        edges.append(("CreateBillingReport", CreateBillingReportRequest(spec=BillingReportSpec(
+            granularity=granularity, start_time_inclusive=Timestamp(seconds=start),
+            end_time_exclusive=Timestamp(seconds=end)))))
+    for method, request in edges:
+        outcome = await fuzz.door.call(method, request, token)
+        assert outcome.code not in NEVER, (method, request, outcome)
     await _still_healthy(fuzz)
