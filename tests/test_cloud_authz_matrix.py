@@ -56,6 +56,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetUserRequest,
     GetUserResponse,
     GetUsersRequest,
+    RenameCustomSearchAttributeRequest,
     SetServiceAccountNamespaceAccessRequest,
     SetUserNamespaceAccessRequest,
     UpdateApiKeyRequest,
@@ -204,6 +205,8 @@ POLICY: dict[str, Rule] = {
         spec=NamespaceSpec(name=unique("mxc-"), retention_days=1)))),
     "UpdateNamespace": Rule(ADMINS, lambda f: _update_namespace(f), names_resource=True, by_permission="admin"),
     "DeleteNamespace": Rule(ADMINS, lambda f: _delete_namespace(f), names_resource=True, by_permission="admin"),
+    "RenameCustomSearchAttribute": Rule(ADMINS, lambda f: _rename_search_attribute(f), names_resource=True,
+                                        by_permission="admin"),
     "UpdateNamespaceTags": Rule(ADMINS, lambda f: _done(UpdateNamespaceTagsRequest(
         namespace=f.target.namespace, tags_to_upsert={"team": "matrix"})), names_resource=True),
     # API keys: everyone lists its own; another identity's key (here the spare key of the account's admin service
@@ -256,6 +259,23 @@ async def _update_namespace(fill: Fill) -> Message:
     return UpdateNamespaceRequest(namespace=namespace, spec=await _retention(fill))
 
 
+async def _rename_search_attribute(fill: Fill) -> Message:
+    """Rename the namespace's custom search attribute (added by the first call that will succeed)."""
+    namespace = await fill.settled()
+    matrix = fill.matrix
+    if not fill.effective:
+        return RenameCustomSearchAttributeRequest(namespace=namespace, existing_custom_search_attribute_name=(
+            matrix.attribute or "MxAttr0"), new_custom_search_attribute_name="MxOther")
+    if matrix.attribute is None:
+        matrix.attribute = "MxAttr0"
+        await matrix.door.ok("UpdateNamespace", UpdateNamespaceRequest(namespace=namespace, spec=NamespaceSpec(
+            search_attributes={matrix.attribute: NamespaceSpec.SEARCH_ATTRIBUTE_TYPE_KEYWORD})), matrix.alice.token)
+        await matrix.settle(namespace)
+    old, matrix.attribute = matrix.attribute, f"MxAttr{int(matrix.attribute.removeprefix('MxAttr')) + 1}"
+    return RenameCustomSearchAttributeRequest(namespace=namespace, existing_custom_search_attribute_name=old,
+                                              new_custom_search_attribute_name=matrix.attribute)
+
+
 async def _delete_namespace(fill: Fill) -> Message:
     return DeleteNamespaceRequest(namespace=await fill.doomed("namespace"))
 
@@ -287,6 +307,7 @@ class Matrix:
     region: str
     holders: dict[str, Holder] = field(default_factory=dict)  # caller name -> its namespace permission
     doomed_namespaces: list[str] = field(default_factory=list)
+    attribute: str | None = None  # the custom search attribute of Alice's namespace, once one was added
     retention: int = 1
     outcomes: Counter[str] = field(default_factory=Counter)
     calls: int = 0
