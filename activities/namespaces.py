@@ -70,6 +70,14 @@ class RetentionInput:
 
 
 @dataclass
+class RenameInput:
+    namespace: str
+    existing_name: str
+    new_name: str
+    field: str = ""  # the visibility column the attribute is an alias of (search_attribute_field finds it)
+
+
+@dataclass
 class SearchAttributesInput:
     namespace: str
     attributes: dict[str, str]  # name -> type (tcloud.domain.search_attributes.TYPES)
@@ -193,6 +201,58 @@ class NamespaceActivities:
             activity.heartbeat()
             await asyncio.sleep(_POLL_SECONDS)
         return added
+
+    @activity.defn(name="namespaces.search_attribute_field")
+    async def search_attribute_field(self, params: RenameInput) -> str:
+        """The visibility column (e.g. ``Keyword01``) a custom search attribute of the namespace is the alias of,
+        before a rename (SQL visibility keeps ``field -> name`` in the namespace's config)."""
+        aliases = await self._aliases(params.namespace)
+        for field, alias in aliases.items():
+            if alias in (params.existing_name, params.new_name):
+                return field
+        raise ApplicationError(f"search attribute {params.existing_name} is not on the namespace on the server",
+                               non_retryable=True)
+
+    @activity.defn(name="namespaces.rename_search_attribute")
+    async def rename_search_attribute(self, params: RenameInput) -> None:
+        """Make ``params.field`` the alias ``new_name`` (the server allocates a field once, so the old alias is removed
+        first; a retry carries on from either step), then wait until the frontend maps it in a query. Values already
+        indexed stay in the field: workflows are found by the new name."""
+        aliases = await self._aliases(params.namespace)
+        if aliases.get(params.field) not in (params.existing_name, params.new_name, None):
+            raise ApplicationError(f"field {params.field} of {params.namespace} is now {aliases[params.field]}",
+                                   non_retryable=True)
+        if aliases.get(params.field) == params.existing_name:
+            await self._set_alias(params.namespace, params.field, "")
+        if aliases.get(params.field) != params.new_name:
+            await self._set_alias(params.namespace, params.field, params.new_name)
+        type_of = {v: k for k, v in INDEXED_TYPES.items()}
+        listed = await self._temporal.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=params.namespace))
+        kind = "Keyword"
+        if params.new_name in listed.custom_attributes:
+            kind = type_of.get(listed.custom_attributes[params.new_name], kind)
+        probe = f"{params.new_name} = {_PROBE[kind]}"
+        deadline = asyncio.get_running_loop().time() + _SERVED_WITHIN
+        while (refusal := await self._query_refusal(params.namespace, probe)) is not None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ApplicationError(f"the renamed search attribute is not served: {refusal}", non_retryable=True)
+            activity.heartbeat()
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def _aliases(self, namespace: str) -> dict[str, str]:
+        found = await self._temporal.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
+        return dict(found.config.custom_search_attribute_aliases)
+
+    async def _set_alias(self, namespace: str, field: str, alias: str) -> None:
+        try:
+            await self._temporal.workflow_service.update_namespace(UpdateNamespaceRequest(
+                namespace=namespace, config=NamespaceConfig(custom_search_attribute_aliases={field: alias})))
+        except RPCError as err:
+            if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise ApplicationError(f"the Temporal server refused the rename: {err.message}",
+                                       non_retryable=True) from err
+            raise
 
     async def _query_refusal(self, namespace: str, query: str) -> str | None:
         """Why the frontend refuses a visibility query (e.g. "no mapping defined for search attribute"), or None."""

@@ -57,6 +57,7 @@ METHODS: dict[str, Method] = {
     "UpdateNamespace": cloud_service.update_namespace,
     "DeleteNamespace": cloud_service.delete_namespace,
     "UpdateNamespaceTags": cloud_service.update_namespace_tags,
+    "RenameCustomSearchAttribute": cloud_service.rename_custom_search_attribute,
     "GetAsyncOperation": cloud_service.get_async_operation,
     "GetAccount": cloud_service.get_account,
     "GetRegions": cloud_service.get_regions,

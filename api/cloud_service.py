@@ -62,6 +62,8 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetUserResponse,
     GetUsersRequest,
     GetUsersResponse,
+    RenameCustomSearchAttributeRequest,
+    RenameCustomSearchAttributeResponse,
     SetServiceAccountNamespaceAccessRequest,
     SetServiceAccountNamespaceAccessResponse,
     SetUserNamespaceAccessRequest,
@@ -119,6 +121,7 @@ from workflows.namespaces import (
     UpdateNamespaceWorkflow,
     create_workflow_id,
     delete_workflow_id,
+    rename_workflow_id,
     update_workflow_id,
 )
 
@@ -332,6 +335,52 @@ async def update_namespace(call: Call, request: UpdateNamespaceRequest) -> Updat
         task_queue=call.settings.task_queue),
         lambda pool: store.cancel_unstarted_namespace_update(pool, ns))
     return UpdateNamespaceResponse(async_operation=_accepted(op_id, "UpdateNamespace"))
+
+
+async def rename_custom_search_attribute(
+        call: Call, request: RenameCustomSearchAttributeRequest) -> RenameCustomSearchAttributeResponse:
+    """Rename one of the namespace's custom search attributes on the server through an UpdateNamespace workflow
+    (values already indexed are found by the new name); the same rights and checks as UpdateNamespace.
+
+    The namespace keeps its resource version: Temporal's Terraform provider renames, then updates the namespace with
+    the version it read before the rename (and Temporal Cloud takes that, as the provider's own tests show).
+    """
+    customer = call.customer
+    ns = request.namespace
+    old, new = request.existing_custom_search_attribute_name, request.new_custom_search_attribute_name
+    op_id = operations.new_operation_id(request.async_operation_id)
+    earlier = await _earlier(call, request.async_operation_id, "RenameCustomSearchAttribute", ns)
+    if earlier is not None:
+        return RenameCustomSearchAttributeResponse(async_operation=earlier)
+
+    def admit(row: asyncpg.Record) -> dict[str, str]:
+        """All the attributes after the rename, or the error that refuses it (checked on the locked row)."""
+        _require_namespace_change(customer, ns)
+        customer.require_writable()
+        attributes = namespace_attributes.json_map(row["search_attributes"])
+        renamed = namespace_attributes.renamed_search_attributes(attributes, old, new)
+        _check_version(row, request.resource_version)
+        if row["state"] != "active":
+            raise ApiError(409, f"namespace {ns} is {row['state']}: only an active namespace can be updated")
+        return renamed
+
+    try:
+        change = await store.begin_namespace_update(
+            call.pool, namespace=ns, account_id=customer.account_id, operation_id=op_id,
+            workflow_id=lambda version: rename_workflow_id(ns, version, new), check=admit,
+            operation_type="RenameCustomSearchAttribute", bump_version=False)
+    except OperationIdTaken as err:
+        return RenameCustomSearchAttributeResponse(
+            async_operation=await _repeated(call, err, "RenameCustomSearchAttribute", ns))
+    if change is None:
+        raise not_found(ns)
+    params = UpdateNamespaceInput(ns, change.previous["retention_days"], change.resource_version, change.checked,
+                                  renamed=[old, new])
+    await _start(call, op_id, lambda c: c.start_workflow(
+        UpdateNamespaceWorkflow.run, params, id=rename_workflow_id(ns, change.resource_version, new),
+        task_queue=call.settings.task_queue),
+        lambda pool: store.cancel_unstarted_namespace_update(pool, ns))
+    return RenameCustomSearchAttributeResponse(async_operation=_accepted(op_id, "RenameCustomSearchAttribute"))
 
 
 async def update_namespace_tags(call: Call, request: UpdateNamespaceTagsRequest) -> UpdateNamespaceTagsResponse:

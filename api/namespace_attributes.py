@@ -69,6 +69,19 @@ def search_attributes_after(current: Mapping[str, str], spec: NamespaceSpec) -> 
     return {**current, **new} if new else None
 
 
+def renamed_search_attributes(current: Mapping[str, str], existing: str, new: str) -> dict[str, str]:
+    """A namespace's custom search attributes after renaming ``existing`` to ``new`` (its type kept), checked."""
+    if existing not in current:
+        raise ApiError(400, f"existingCustomSearchAttributeName: the namespace has no custom search attribute "
+                            f"{existing!r}")
+    problem = search_attributes.name_problem(new)
+    if problem:
+        raise ApiError(400, f"newCustomSearchAttributeName: {problem}")
+    if new in current:
+        raise ApiError(400, f"newCustomSearchAttributeName: the namespace already has {new!r}")
+    return {(new if name == existing else name): kind for name, kind in current.items()}
+
+
 def checked_tags(tags: Mapping[str, str], field: str = "tags") -> dict[str, str]:
     """Tags of a new namespace, checked."""
     try:

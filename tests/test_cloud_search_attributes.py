@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from temporalio.api.cloud.cloudservice.v1 import (
     CreateNamespaceRequest,
     GetNamespaceRequest,
+    RenameCustomSearchAttributeRequest,
     UpdateNamespaceRequest,
 )
 from temporalio.api.cloud.namespace.v1 import Namespace, NamespaceSpec
@@ -101,6 +102,22 @@ async def test_search_attributes_are_registered_on_the_server_at_creation_and_up
             namespace=ns, spec=NamespaceSpec(search_attributes=attributes))))
         assert err.status == RPCStatusCode.INVALID_ARGUMENT, attributes
     assert (await get(ops, ns)).state == after.state
+
+    # A rename keeps the values indexed: the workflow is found by the new name.
+    current = await get(ops, ns)
+    renamed = await cloud.rename_custom_search_attribute(RenameCustomSearchAttributeRequest(
+        namespace=ns, existing_custom_search_attribute_name="CustomerId", new_custom_search_attribute_name="ClientId",
+        resource_version=current.resource_version))
+    assert (await finished(ops, renamed.async_operation.id)).state == FULFILLED
+    listed = await on_server(settings, ns)
+    assert listed.get("ClientId") == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD and "CustomerId" not in listed
+    assert dict((await get(ops, ns)).spec.search_attributes) == {"ClientId": KEYWORD, "Amount": DOUBLE,
+                                                                 "Priority": INT}
+    assert [w.id async for w in client.list_workflows(f'ClientId = "{customer}"')] == [handle.id]
+    for existing, new in (("CustomerId", "Other"), ("ClientId", "Amount"), ("ClientId", "TemporalX")):
+        err = await refused(cloud.rename_custom_search_attribute(RenameCustomSearchAttributeRequest(
+            namespace=ns, existing_custom_search_attribute_name=existing, new_custom_search_attribute_name=new)))
+        assert err.status == RPCStatusCode.INVALID_ARGUMENT, (existing, new)
 
 
 async def test_every_type_is_registered(ops: CloudOperationsClient, settings: Settings) -> None:

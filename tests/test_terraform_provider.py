@@ -52,6 +52,10 @@ variable "name" { type = string }
 variable "region" { type = string }
 variable "email" { type = string }
 variable "retention" { type = number }
+variable "attribute" {
+  type    = string
+  default = "CustomerId"
+}
 
 provider "temporalcloud" {
   endpoint       = var.endpoint
@@ -73,7 +77,7 @@ resource "temporalcloud_namespace_tags" "orders" {
 
 resource "temporalcloud_namespace_search_attribute" "customer" {
   namespace_id = temporalcloud_namespace.orders.id
-  name         = "CustomerId"
+  name         = var.attribute
   type         = "keyword"
 }
 
@@ -175,7 +179,18 @@ async def test_apply_plan_update_and_destroy(binaries: tuple[Path, Path], cloud_
     got = (await cloud.get_namespace(GetNamespaceRequest(namespace=ns))).namespace
     assert (got.spec.retention_days, got.created_time) == (5, created_time), "updated in place, not replaced"
 
-    destroyed = await tf.run("destroy", "-auto-approve", retention="5")
+    # Renaming the search attribute: the provider's in-place update calls RenameCustomSearchAttribute.
+    renamed = await tf.run("apply", "-auto-approve", retention="5", attribute="ClientId")
+    assert renamed.returncode == 0, renamed.stdout[-3000:] + renamed.stderr[-3000:]
+    assert "0 added, 1 changed, 0 destroyed" in renamed.stdout, renamed.stdout[-2000:]
+    on_server = await (await Client.connect(settings.temporal_address)).operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=ns))
+    assert on_server.custom_attributes["ClientId"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    # The provider then updates the namespace with the spec it read before the rename, which still names
+    # CustomerId: that adds CustomerId again, as a new (empty) attribute.
+    assert set(on_server.custom_attributes) == {"ClientId", "CustomerId"}
+
+    destroyed = await tf.run("destroy", "-auto-approve", retention="5", attribute="ClientId")
     assert destroyed.returncode == 0, destroyed.stdout[-3000:] + destroyed.stderr[-3000:]
     assert "6 destroyed" in destroyed.stdout, destroyed.stdout[-2000:]
     assert (await refused(cloud.get_namespace(GetNamespaceRequest(namespace=ns)))).status == RPCStatusCode.NOT_FOUND

@@ -46,7 +46,14 @@ from activities.billing import (
     SuspendResult,
     WriteOffInput,
 )
-from activities.namespaces import ActivateInput, FailInput, RegisterInput, RetentionInput, SearchAttributesInput
+from activities.namespaces import (
+    ActivateInput,
+    FailInput,
+    RegisterInput,
+    RenameInput,
+    RetentionInput,
+    SearchAttributesInput,
+)
 from activities.spend_alert_delivery import DeliveryKey, DeliveryOutcome, FailDelivery
 from activities.usage import CollectHourInput, CollectHourOutput, PendingHoursInput, PendingHoursOutput
 from tcloud.adapters.backups import catalog, pgtools
@@ -154,8 +161,17 @@ def namespace_standins(calls: Calls, register: Callable[[RegisterInput], bool] |
         calls.record(params)
         return add_attributes(params) if add_attributes else sorted(params.attributes)
 
+    @standin("namespaces.search_attribute_field")
+    async def search_attribute_field(params: RenameInput) -> str:
+        calls.record(params)
+        return "Keyword01"
+
+    @standin("namespaces.rename_search_attribute")
+    async def rename_search_attribute(params: RenameInput) -> None:
+        calls.record(params)
+
     return [register_namespace, mark_namespace_active, set_retention_, mark_namespace_updated, mark_namespace_failed,
-            add_search_attributes]
+            add_search_attributes, search_attribute_field, rename_search_attribute]
 
 
 async def test_create_namespace_registers_then_marks_it_active(time_skipping_env: WorkflowEnvironment) -> None:
@@ -184,6 +200,19 @@ async def test_search_attributes_are_registered_before_the_namespace_is_recorded
                   id=update_workflow_id(NS, 2))
     assert calls.names()[3:] == ["set_retention", "namespaces.add_search_attributes", "mark_namespace_updated"]
     assert calls.args("mark_namespace_updated") == [RetentionInput(NS, 3, both)]
+
+
+async def test_a_rename_renames_the_field_it_finds_and_adds_nothing(time_skipping_env: WorkflowEnvironment) -> None:
+    calls = Calls()
+    after = {"ClientId": "Keyword"}
+    async with standin_worker(time_skipping_env, [UpdateNamespaceWorkflow], namespace_standins(calls)) as queue:
+        await run(time_skipping_env, queue, UpdateNamespaceWorkflow.run,
+                  UpdateNamespaceInput(NS, 3, 7, after, renamed=["CustomerId", "ClientId"]),
+                  id=update_workflow_id(NS, 7))
+    assert calls.names() == ["set_retention", "namespaces.search_attribute_field",
+                             "namespaces.rename_search_attribute", "mark_namespace_updated"]
+    assert calls.args("namespaces.rename_search_attribute") == [RenameInput(NS, "CustomerId", "ClientId", "Keyword01")]
+    assert calls.args("mark_namespace_updated") == [RetentionInput(NS, 3, after)]
 
 
 async def test_refused_search_attributes_leave_the_namespace_as_it_was(

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         NamespaceActivities,
         NamespaceRef,
         RegisterInput,
+        RenameInput,
         RetentionInput,
         SearchAttributesInput,
     )
@@ -49,6 +50,7 @@ class UpdateNamespaceInput:
     retention_days: int
     resource_version: int
     search_attributes: dict[str, str] | None = None  # all of them after the update; None: unchanged
+    renamed: list[str] | None = None  # [existing name, new name] of a RenameCustomSearchAttribute
 
 
 @dataclass
@@ -68,6 +70,11 @@ def create_workflow_id(namespace: str) -> str:
 
 def update_workflow_id(namespace: str, resource_version: int) -> str:
     return f"namespace/{namespace}/update/{resource_version}"
+
+
+def rename_workflow_id(namespace: str, resource_version: int, new_name: str) -> str:
+    """A rename keeps the resource version: the new name tells it from the update of that version."""
+    return f"namespace/{namespace}/update/{resource_version}/rename/{new_name}"
 
 
 def delete_workflow_id(namespace: str) -> str:
@@ -93,6 +100,17 @@ async def _add_search_attributes(namespace: str, attributes: dict[str, str]) -> 
     await workflow.execute_activity_method(
         NamespaceActivities.add_search_attributes, SearchAttributesInput(namespace, attributes),
         start_to_close_timeout=_SERVER, retry_policy=_RETRY,
+    )
+
+
+async def _rename_search_attribute(namespace: str, existing: str, new: str) -> None:
+    rename = RenameInput(namespace, existing, new)
+    rename.field = await workflow.execute_activity_method(
+        NamespaceActivities.search_attribute_field, rename, start_to_close_timeout=_SERVER, retry_policy=_RETRY,
+    )
+    await workflow.execute_activity_method(
+        NamespaceActivities.rename_search_attribute, rename,
+        start_to_close_timeout=_SERVER, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
     )
 
 
@@ -133,7 +151,9 @@ class UpdateNamespaceWorkflow:
                 NamespaceActivities.set_retention, RetentionInput(params.namespace, params.retention_days),
                 start_to_close_timeout=_SERVER, retry_policy=_RETRY,
             )
-            if params.search_attributes:  # inputs from before search attributes have none: the same history
+            if params.renamed:  # search_attributes are then all of them after the rename, none new
+                await _rename_search_attribute(params.namespace, *params.renamed)
+            elif params.search_attributes:  # inputs from before search attributes have none: the same history
                 await _add_search_attributes(params.namespace, params.search_attributes)
             await workflow.execute_activity_method(
                 NamespaceActivities.mark_namespace_updated, retention,

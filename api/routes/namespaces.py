@@ -16,6 +16,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
     GetAsyncOperationRequest,
     GetNamespaceRequest,
     GetNamespacesRequest,
+    RenameCustomSearchAttributeRequest,
     UpdateNamespaceRequest,
     UpdateNamespaceTagsRequest,
 )
@@ -107,6 +108,22 @@ async def update_namespace_tags(request: web.Request) -> web.Response:
         raise ApiError(400, "namespace in the body differs from the path")
     body.namespace = ns
     return message_response(await cloud_service.update_namespace_tags(call, body))
+
+
+@routes.post("/cloud/namespaces/{namespace}/rename-custom-search-attribute")
+@documented("Rename a custom search attribute (202 + asyncOperation; values already indexed keep their name's new "
+            "spelling)", auth="customer",
+            request=proto_schema("temporal.api.cloud.cloudservice.v1.RenameCustomSearchAttributeRequest"),
+            response=proto_schema("temporal.api.cloud.cloudservice.v1.RenameCustomSearchAttributeResponse"),
+            status=202, tags=TAGS)
+async def rename_custom_search_attribute(request: web.Request) -> web.Response:
+    call = await _call(request)
+    ns = request.match_info["namespace"]
+    body = await parse_message(request, RenameCustomSearchAttributeRequest)
+    if body.namespace and body.namespace != ns:
+        raise ApiError(400, "namespace in the body differs from the path")
+    body.namespace = ns
+    return message_response(await cloud_service.rename_custom_search_attribute(call, body), status=202)
 
 
 @routes.delete("/cloud/namespaces/{namespace}")

@@ -152,7 +152,8 @@ async def fail_unstarted_namespace_creation(conn: asyncpg.Pool | asyncpg.Connect
 
 async def begin_namespace_update(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: str, account_id: str,
                                  operation_id: str, workflow_id: Callable[[int], str],
-                                 check: Callable[[asyncpg.Record], T]) -> NamespaceChange[T] | None:
+                                 check: Callable[[asyncpg.Record], T], operation_type: str = "UpdateNamespace",
+                                 bump_version: bool = True) -> NamespaceChange[T] | None:
     """Lock the account's namespace, move it to 'updating' at the next resource version, record the operation.
 
     One transaction. ``check`` runs on the locked row before anything changes: whatever it raises ends the
@@ -165,6 +166,9 @@ async def begin_namespace_update(conn: asyncpg.Pool | asyncpg.Connection, *, nam
         operation_id: the UpdateNamespace operation to record.
         workflow_id: the id of the operation's workflow, from the new resource version.
         check: refuses the change by raising.
+        operation_type: the operation recorded (UpdateNamespace, or RenameCustomSearchAttribute).
+        bump_version: False keeps the resource version (a rename: Temporal's Terraform provider updates the
+            namespace right after one with the version it read before).
 
     Returns:
         The change, or None when the account has no such namespace.
@@ -173,8 +177,8 @@ async def begin_namespace_update(conn: asyncpg.Pool | asyncpg.Connection, *, nam
         OperationIdTaken: when ``operation_id`` is already used.
     """
     return await _begin_change(conn, namespace=namespace, account_id=account_id, operation_id=operation_id,
-                               operation_type="UpdateNamespace", state="updating", workflow_id=workflow_id,
-                               check=check)
+                               operation_type=operation_type, state="updating", workflow_id=workflow_id,
+                               check=check, bump_version=bump_version)
 
 
 async def cancel_unstarted_namespace_update(conn: asyncpg.Pool | asyncpg.Connection, namespace: str) -> None:
@@ -205,8 +209,8 @@ async def begin_namespace_deletion(conn: asyncpg.Pool | asyncpg.Connection, *, n
 
 async def _begin_change(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: str, account_id: str,
                         operation_id: str, operation_type: str, state: NamespaceState,
-                        workflow_id: Callable[[int], str], check: Callable[[asyncpg.Record], T]
-                        ) -> NamespaceChange[T] | None:
+                        workflow_id: Callable[[int], str], check: Callable[[asyncpg.Record], T],
+                        bump_version: bool = True) -> NamespaceChange[T] | None:
     """The transaction of an update or a deletion: lock, check, move to ``state`` at the next version, record."""
     async with transaction(conn) as tx:
         row = await _lock_owned(tx, namespace, account_id)
@@ -214,9 +218,10 @@ async def _begin_change(conn: asyncpg.Pool | asyncpg.Connection, *, namespace: s
             return None
         checked = check(row)
         version = await tx.fetchval(
-            """UPDATE namespaces SET state = $3, resource_version = resource_version + 1,
+            """UPDATE namespaces SET state = $3, resource_version = resource_version + $4::int,
                       async_operation_id = $2, updated_at = now()
-                WHERE namespace = $1 RETURNING resource_version""", namespace, operation_id, state)
+                WHERE namespace = $1 RETURNING resource_version""", namespace, operation_id, state,
+            1 if bump_version else 0)
         await record_operation(tx, operation_id=operation_id, account_id=account_id, operation_type=operation_type,
                                resource=namespace, workflow_id=workflow_id(version))
     return NamespaceChange(row, version, checked)
