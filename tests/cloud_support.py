@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from api.app import create_app
 from api.appkeys import CLOUD_API
 from tcloud.settings import Settings
+from tests.accounts_fixtures import TestAccount, create_account
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -31,6 +32,21 @@ async def cloud_app(settings: Settings, worker: None) -> AsyncIterator[TestClien
 @pytest.fixture(scope="module")
 def target(cloud_app: TestClient) -> str:
     return f"127.0.0.1:{cloud_app.app[CLOUD_API].port}"
+
+
+def account_fixtures(prefix: str, **client_options: Any) -> tuple[Any, Any]:
+    """A module's ``account`` (a new account, ids starting ``prefix``) and ``ops`` (Temporal's client with its key)
+    fixtures: ``account, ops = cloud_support.account_fixtures("tags")``."""
+
+    @pytest_asyncio.fixture(scope="module")
+    async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> TestAccount:
+        return await create_account(cloud_app, operator_headers, prefix=prefix)
+
+    @pytest_asyncio.fixture(scope="module")
+    async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
+        return await cloud_client(target, account.token, **client_options)
+
+    return account, ops
 
 
 async def cloud_client(target: str, api_key: str | None, **kwargs: Any) -> CloudOperationsClient:

@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from google.api import annotations_pb2
 from google.protobuf import message_factory
@@ -58,14 +57,7 @@ DAY = 86400
 FULFILLED = AsyncOperation.STATE_FULFILLED
 
 
-@pytest_asyncio.fixture(scope="module")
-async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> TestAccount:
-    return await create_account(cloud_app, operator_headers, prefix="grpc")
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
-    return await cloud_client(target, account.token, version="2024-10-01")
+account, ops = cloud_support.account_fixtures("grpc", version="2024-10-01")
 
 
 def retention_days_on_server(settings: Settings, namespace: str) -> int:

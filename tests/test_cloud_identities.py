@@ -70,14 +70,7 @@ P_ADMIN, P_WRITE, P_READ = NamespaceAccess.PERMISSION_ADMIN, NamespaceAccess.PER
 FULFILLED = AsyncOperation.STATE_FULFILLED
 
 
-@pytest_asyncio.fixture(scope="module")
-async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> TestAccount:
-    return await create_account(cloud_app, operator_headers, prefix="ident")
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
-    return await cloud_client(target, account.token)
+account, ops = cloud_support.account_fixtures("ident")
 
 
 @pytest_asyncio.fixture(scope="module")

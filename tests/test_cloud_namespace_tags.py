@@ -44,14 +44,7 @@ ADMIN, DEVELOPER = AccountAccess.ROLE_ADMIN, AccountAccess.ROLE_DEVELOPER
 FINANCE, READ = AccountAccess.ROLE_FINANCE_ADMIN, AccountAccess.ROLE_READ
 
 
-@pytest_asyncio.fixture(scope="module")
-async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> TestAccount:
-    return await create_account(cloud_app, operator_headers, prefix="tags")
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
-    return await cloud_client(target, account.token)
+account, ops = cloud_support.account_fixtures("tags")
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest_asyncio
-from aiohttp.test_utils import TestClient
 from temporalio.api.cloud.cloudservice.v1 import (
     CreateNamespaceRequest,
     GetNamespaceRequest,
@@ -25,8 +23,8 @@ from temporalio.service import RPCStatusCode
 
 from tcloud.settings import Settings
 from tests import cloud_support
-from tests.accounts_fixtures import TestAccount, create_account, unique
-from tests.cloud_support import cloud_client, finished, refused
+from tests.accounts_fixtures import TestAccount, unique
+from tests.cloud_support import finished, refused
 
 cloud_app, target = cloud_support.cloud_app, cloud_support.target  # the module's fixtures
 
@@ -35,14 +33,7 @@ KEYWORD, DOUBLE = NamespaceSpec.SEARCH_ATTRIBUTE_TYPE_KEYWORD, NamespaceSpec.SEA
 INT, TEXT = NamespaceSpec.SEARCH_ATTRIBUTE_TYPE_INT, NamespaceSpec.SEARCH_ATTRIBUTE_TYPE_TEXT
 
 
-@pytest_asyncio.fixture(scope="module")
-async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> TestAccount:
-    return await create_account(cloud_app, operator_headers, prefix="sattr")
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
-    return await cloud_client(target, account.token)
+account, ops = cloud_support.account_fixtures("sattr")
 
 
 async def on_server(settings: Settings, namespace: str) -> dict[str, IndexedValueType.ValueType]:

@@ -55,14 +55,7 @@ def ts(moment: datetime) -> Timestamp:
     return out
 
 
-@pytest_asyncio.fixture(scope="module")
-async def account(cloud_app: TestClient, operator_headers: dict[str, str]) -> TestAccount:
-    return await create_account(cloud_app, operator_headers, prefix="usage")
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(target: str, account: TestAccount) -> CloudOperationsClient:
-    return await cloud_client(target, account.token)
+account, ops = cloud_support.account_fixtures("usage")
 
 
 @pytest_asyncio.fixture(scope="module")
