@@ -201,6 +201,11 @@ async def test_malformed_bodies_and_missing_auth(api: TestClient, account: TestA
     assert resp.status == 400
     resp = await api.get("/cloud/operations/no-such-op", headers=account.headers)
     assert resp.status == 404
+    for path in ("", "/update-tags", "/rename-custom-search-attribute"):  # a body naming another namespace
+        resp = await api.post(f"/cloud/namespaces/some-ns.{account.id}{path}", headers=account.headers,
+                              json={"namespace": f"other-ns.{account.id}"})
+        assert resp.status == 400, path
+        assert (await resp.json())["message"] == "namespace in the body differs from the path"
 
 
 async def test_suspended_account_reads_but_cannot_change(api: TestClient, operator_headers: dict[str, str],
