@@ -100,6 +100,21 @@ def local_binary_path(module: LocalGoModule) -> Path:
     return cache_dir() / f"{module.name}-{module.source_hash()}" / module.name
 
 
+def _go(name: str) -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(f"building {name} needs Go (1.26.8 or newer) on PATH")
+    return go
+
+
+def _staging_for(path: Path) -> Path:
+    """An empty directory beside the binary's, renamed into its place once the build has finished."""
+    staging = path.parent.with_name(path.parent.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
 def ensure_local_built(module: LocalGoModule, *, say: Callable[[str], None] = print) -> Path:
     """The module's binary for its current sources, built first if needed (older builds of it are removed).
 
@@ -109,14 +124,10 @@ def ensure_local_built(module: LocalGoModule, *, say: Callable[[str], None] = pr
     path = local_binary_path(module)
     if path.exists():
         return path
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError(f"building {module.name} needs Go (1.26.8 or newer) on PATH")
+    go = _go(module.name)
     say(f"building {module.name} from {module.directory} ...")
     started = time.monotonic()
-    staging = path.parent.with_name(path.parent.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _staging_for(path)
     # GOFLAGS replaces the one of `go env -w`, hence -buildvcs=false on the command line.
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
     cmd = [go, "build", "-trimpath", "-buildvcs=false", "-o", str(staging / module.name), "."]
@@ -142,14 +153,10 @@ def ensure_built(program: GoProgram, *, say: Callable[[str], None] = print) -> P
     path = binary_path(program)
     if path.exists():
         return path
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError(f"building {program.name} needs Go (1.26.8 or newer) on PATH")
+    go = _go(program.name)
     say(f"building {program.name} {program.version} from {program.package} (once per machine) ...")
     started = time.monotonic()
-    staging = path.parent.with_name(path.parent.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _staging_for(path)
     env = {**os.environ, "GOBIN": str(staging), "GOTOOLCHAIN": "local"}
     cmd = [go, "install", f"{program.package}@{program.version}"]
     cwd = None
