@@ -23,6 +23,16 @@ async def parse_message(request: web.Request, message_type: type[M]) -> M:
         raise ApiError(400, f"request body is invalid: {err}") from err
 
 
+async def parse_message_at(request: web.Request, message_type: type[M], **from_path: str) -> M:
+    """The body as ``message_type`` with the path's fields set (a body that names another one answers 400)."""
+    body = await parse_message(request, message_type)
+    for field, value in from_path.items():
+        if getattr(body, field) and getattr(body, field) != value:
+            raise ApiError(400, f"{field} in the body differs from the path")
+        setattr(body, field, value)
+    return body
+
+
 def message_response(message: Message, *, status: int = 200) -> web.Response:
     """``message`` in protobuf's JSON mapping (camelCase names, enums as names, Timestamps as RFC 3339)."""
     return web.json_response(MessageToDict(message), status=status)

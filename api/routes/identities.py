@@ -6,10 +6,9 @@ The Cloud Ops methods themselves are in api/cloud_service.py, which the gRPC ser
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from google.protobuf.message import Message
 from pydantic import BaseModel, Field
 from temporalio.api.cloud.cloudservice.v1 import (
     CreateServiceAccountRequest,
@@ -29,7 +28,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
 from api import cloud_service
 from api.appkeys import POOL
 from api.auth import require_customer, require_operator
-from api.cloud_json import message_response, parse_message, proto_schema
+from api.cloud_json import message_response, parse_message_at, proto_schema
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.openapi import documented
@@ -38,7 +37,6 @@ from tcloud.store import identities as identity_store
 
 routes = web.RouteTableDef()
 TAGS = ("identities",)
-M = TypeVar("M", bound=Message)
 _PAGING = {"pageSize": "1 to 1000 (default 100)", "pageToken": "nextPageToken of the previous page"}
 _DELETING = {"resourceVersion": "refuse if it changed since", "asyncOperationId": "your id"}
 
@@ -61,16 +59,6 @@ def _page_size(request: web.Request) -> int:
     return size
 
 
-async def _body(request: web.Request, message_type: type[M], **from_path: str) -> M:
-    """The body as ``message_type`` with the path's fields set (a body that names another one answers 400)."""
-    body = await parse_message(request, message_type)
-    for field, value in from_path.items():
-        if getattr(body, field) and getattr(body, field) != value:
-            raise ApiError(400, f"{field} in the body differs from the path")
-        setattr(body, field, value)
-    return body
-
-
 # --- Users ------------------------------------------------------------------------------------------------------
 
 
@@ -79,7 +67,7 @@ async def _body(request: web.Request, message_type: type[M], **from_path: str) -
             request=_schema("CreateUserRequest"), response=_schema("CreateUserResponse"), tags=TAGS)
 async def create_user(request: web.Request) -> web.Response:
     call = await _call(request)
-    return message_response(await cloud_service.create_user(call, await _body(request, CreateUserRequest)))
+    return message_response(await cloud_service.create_user(call, await parse_message_at(request, CreateUserRequest)))
 
 
 @routes.get("/cloud/users")
@@ -105,7 +93,7 @@ async def get_user(request: web.Request) -> web.Response:
             auth="customer", request=_schema("UpdateUserRequest"), response=_schema("UpdateUserResponse"), tags=TAGS)
 async def update_user(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _body(request, UpdateUserRequest, user_id=request.match_info["user_id"])
+    body = await parse_message_at(request, UpdateUserRequest, user_id=request.match_info["user_id"])
     return message_response(await cloud_service.update_user(call, body))
 
 
@@ -125,8 +113,8 @@ async def delete_user(request: web.Request) -> web.Response:
             tags=TAGS)
 async def set_user_namespace_access(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _body(request, SetUserNamespaceAccessRequest, namespace=request.match_info["namespace"],
-                       user_id=request.match_info["user_id"])
+    body = await parse_message_at(request, SetUserNamespaceAccessRequest, namespace=request.match_info["namespace"],
+                                  user_id=request.match_info["user_id"])
     return message_response(await cloud_service.set_user_namespace_access(call, body))
 
 
@@ -139,7 +127,7 @@ async def set_user_namespace_access(request: web.Request) -> web.Response:
             tags=TAGS)
 async def create_service_account(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _body(request, CreateServiceAccountRequest)
+    body = await parse_message_at(request, CreateServiceAccountRequest)
     return message_response(await cloud_service.create_service_account(call, body))
 
 
@@ -166,8 +154,8 @@ async def get_service_account(request: web.Request) -> web.Response:
             response=_schema("UpdateServiceAccountResponse"), tags=TAGS)
 async def update_service_account(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _body(request, UpdateServiceAccountRequest,
-                       service_account_id=request.match_info["service_account_id"])
+    body = await parse_message_at(request, UpdateServiceAccountRequest,
+                                  service_account_id=request.match_info["service_account_id"])
     return message_response(await cloud_service.update_service_account(call, body))
 
 
@@ -188,8 +176,9 @@ async def delete_service_account(request: web.Request) -> web.Response:
             response=_schema("SetServiceAccountNamespaceAccessResponse"), tags=TAGS)
 async def set_service_account_namespace_access(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _body(request, SetServiceAccountNamespaceAccessRequest, namespace=request.match_info["namespace"],
-                       service_account_id=request.match_info["service_account_id"])
+    body = await parse_message_at(request, SetServiceAccountNamespaceAccessRequest,
+                                  namespace=request.match_info["namespace"],
+                                  service_account_id=request.match_info["service_account_id"])
     return message_response(await cloud_service.set_service_account_namespace_access(call, body))
 
 

@@ -6,7 +6,7 @@ The Cloud Ops methods themselves are in api/cloud_service.py, which the gRPC ser
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -25,7 +25,7 @@ from api import cloud_service, jwt
 from api.appkeys import SETTINGS
 from api.auth import Customer, require_customer
 from api.bodies import parse
-from api.cloud_json import message_response, parse_message, proto_schema
+from api.cloud_json import message_response, parse_message, parse_message_at, proto_schema
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.namespace_json import namespaces_json
@@ -36,22 +36,8 @@ routes = web.RouteTableDef()
 TAGS = ("namespaces",)
 
 
-_NamespaceRequest = TypeVar("_NamespaceRequest", UpdateNamespaceRequest, UpdateNamespaceTagsRequest,
-                             RenameCustomSearchAttributeRequest)
-
-
 async def _call(request: web.Request) -> Call:
     return Call.of(request.app, await require_customer(request))
-
-
-async def _namespace_body(request: web.Request, message: type[_NamespaceRequest]) -> _NamespaceRequest:
-    """The request's body as ``message``, for the namespace of the path (the body may repeat it, not differ)."""
-    ns = request.match_info["namespace"]
-    body = await parse_message(request, message)
-    if body.namespace and body.namespace != ns:
-        raise ApiError(400, "namespace in the body differs from the path")
-    body.namespace = ns
-    return body
 
 
 @routes.post("/cloud/namespaces")
@@ -102,7 +88,7 @@ async def get_namespace(request: web.Request) -> web.Response:
             status=202, tags=TAGS)
 async def update_namespace(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _namespace_body(request, UpdateNamespaceRequest)
+    body = await parse_message_at(request, UpdateNamespaceRequest, namespace=request.match_info["namespace"])
     return message_response(await cloud_service.update_namespace(call, body), status=202)
 
 
@@ -112,7 +98,7 @@ async def update_namespace(request: web.Request) -> web.Response:
             response=proto_schema("temporal.api.cloud.cloudservice.v1.UpdateNamespaceTagsResponse"), tags=TAGS)
 async def update_namespace_tags(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _namespace_body(request, UpdateNamespaceTagsRequest)
+    body = await parse_message_at(request, UpdateNamespaceTagsRequest, namespace=request.match_info["namespace"])
     return message_response(await cloud_service.update_namespace_tags(call, body))
 
 
@@ -124,7 +110,8 @@ async def update_namespace_tags(request: web.Request) -> web.Response:
             status=202, tags=TAGS)
 async def rename_custom_search_attribute(request: web.Request) -> web.Response:
     call = await _call(request)
-    body = await _namespace_body(request, RenameCustomSearchAttributeRequest)
+    body = await parse_message_at(request, RenameCustomSearchAttributeRequest,
+                                  namespace=request.match_info["namespace"])
     return message_response(await cloud_service.rename_custom_search_attribute(call, body), status=202)
 
 
