@@ -656,12 +656,17 @@ def _fulfilled(op_id: str, operation_type: str) -> AsyncOperation:
 
 
 async def _change_identity(call: Call, kind: str, identity_id: str, requested_id: str, operation_type: str,
-                           resource_version: str,
-                           values: Callable[[dict[str, Any]], dict[str, Any] | None]) -> AsyncOperation:
-    """Change (or delete, when ``values`` answers None) one of the account's identities, admins only."""
+                           resource_version: str, values: Callable[[dict[str, Any]], dict[str, Any] | None], *,
+                           takes_access_away: bool = False) -> AsyncOperation:
+    """Change (or delete, when ``values`` answers None) one of the account's identities, admins only.
+
+    A suspended account may still take access away (delete an identity, remove its access to a namespace): a
+    customer locked out for payment must still be able to lock out a departed colleague.
+    """
     customer = call.customer
     customer.require("identity.write")
-    customer.require_writable()
+    if not takes_access_away:
+        customer.require_writable()
     op_id = operations.new_operation_id(requested_id)
     earlier = await _earlier(call, requested_id, operation_type, identity_id)
     if earlier is not None:
@@ -707,11 +712,15 @@ async def _identities(call: Call, kind: str, page_size: int, page_token: str, em
     return rows[:size], rows[size - 1]["id"] if len(rows) > size else ""
 
 
+def _removes_access(message: NamespaceAccess) -> bool:
+    return message.permission == NamespaceAccess.PERMISSION_UNSPECIFIED and not message.permission_deprecated
+
+
 def _with_namespace_access(namespace: str, message: NamespaceAccess) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The values of an identity after setting (or, with PERMISSION_UNSPECIFIED, removing) one namespace's access."""
     def values(row: dict[str, Any]) -> dict[str, Any]:
         namespaces = dict(row["namespace_access"])
-        if message.permission == NamespaceAccess.PERMISSION_UNSPECIFIED and not message.permission_deprecated:
+        if _removes_access(message):
             namespaces.pop(namespace, None)
         else:
             namespaces[namespace] = _permission(message, namespace)
@@ -749,14 +758,15 @@ async def delete_user(call: Call, request: DeleteUserRequest) -> DeleteUserRespo
     """Remove a user; its API keys are revoked with it."""
     return DeleteUserResponse(async_operation=await _change_identity(
         call, "user", request.user_id, request.async_operation_id, "DeleteUser", request.resource_version,
-        lambda row: None))
+        lambda row: None, takes_access_away=True))
 
 
 async def set_user_namespace_access(call: Call,
                                     request: SetUserNamespaceAccessRequest) -> SetUserNamespaceAccessResponse:
     return SetUserNamespaceAccessResponse(async_operation=await _change_identity(
         call, "user", request.user_id, request.async_operation_id, "SetUserNamespaceAccess",
-        request.resource_version, _with_namespace_access(request.namespace, request.access)))
+        request.resource_version, _with_namespace_access(request.namespace, request.access),
+        takes_access_away=_removes_access(request.access)))
 
 
 async def create_service_account(call: Call,
@@ -792,7 +802,7 @@ async def delete_service_account(call: Call,
     """Remove a service account; its API keys are revoked with it."""
     return DeleteServiceAccountResponse(async_operation=await _change_identity(
         call, "service_account", request.service_account_id, request.async_operation_id, "DeleteServiceAccount",
-        request.resource_version, lambda row: None))
+        request.resource_version, lambda row: None, takes_access_away=True))
 
 
 async def set_service_account_namespace_access(
@@ -800,7 +810,7 @@ async def set_service_account_namespace_access(
     return SetServiceAccountNamespaceAccessResponse(async_operation=await _change_identity(
         call, "service_account", request.service_account_id, request.async_operation_id,
         "SetServiceAccountNamespaceAccess", request.resource_version,
-        _with_namespace_access(request.namespace, request.access)))
+        _with_namespace_access(request.namespace, request.access), takes_access_away=_removes_access(request.access)))
 
 
 # --- API keys ---------------------------------------------------------------------------------------------------
@@ -924,7 +934,6 @@ async def update_api_key(call: Call, request: UpdateApiKeyRequest) -> UpdateApiK
     Its owner and expiry cannot change; a stale ``resource_version`` is refused (409, FAILED_PRECONDITION).
     """
     customer = call.customer
-    customer.require_writable()
     spec = request.spec
     if len(spec.display_name) > 200 or len(spec.description) > 1000:
         raise ApiError(400, "spec.displayName is limited to 200 characters, spec.description to 1000")
@@ -936,6 +945,10 @@ async def update_api_key(call: Call, request: UpdateApiKeyRequest) -> UpdateApiK
     def check(row: asyncpg.Record) -> None:
         if not _may_manage_key(customer, row["owner_id"]):
             raise ApiError(403, f"API key {request.key_id} belongs to another identity: only admins manage it")
+        only_disables = spec.disabled and (spec.display_name, spec.description) == (row["display_name"],
+                                                                                    row["description"])
+        if not only_disables:  # a suspended account may still disable a key, as it may revoke one
+            customer.require_writable()
         if request.resource_version and request.resource_version != str(row["resource_version"]):
             raise ApiError(409, f"resourceVersion {request.resource_version} is stale: the API key is at "
                                 f"{row['resource_version']}")

@@ -345,6 +345,52 @@ async def test_update_api_key_disables_and_enables_it(ops: CloudOperationsClient
     assert err.status == RPCStatusCode.FAILED_PRECONDITION and "admin" in err.message
 
 
+async def test_a_suspended_account_can_still_take_access_away(cloud_app: TestClient, target: str,
+                                                              operator_headers: dict[str, str]) -> None:
+    """Suspended (say, for a failed payment), an account reads but creates and changes nothing, except what takes
+    access away: disable or revoke a key, remove a namespace permission, delete a user or service account."""
+    owner = await create_account(cloud_app, operator_headers, prefix="isusp")
+    cloud = (await cloud_client(target, owner.token)).cloud_service
+    created = await cloud.create_namespace(CreateNamespaceRequest(spec=NamespaceSpec(name=unique("susp-"),
+                                                                                      retention_days=1)))
+    ns = created.namespace
+    user = await cloud.create_user(CreateUserRequest(spec=UserSpec(email=f"{unique('u')}@example.com",
+                                                                   access=access(DEVELOPER, {ns: P_WRITE}))))
+    gone = await cloud.create_user(CreateUserRequest(spec=UserSpec(email=f"{unique('g')}@example.com",
+                                                                   access=access(READ))))
+    sa = await cloud.create_service_account(CreateServiceAccountRequest(spec=ServiceAccountSpec(
+        name=unique("sa-"), access=access(READ))))
+    key = await cloud.create_api_key(CreateApiKeyRequest(spec=ApiKeySpec(
+        owner_id=user.user_id, owner_type=OwnerType.OWNER_TYPE_USER, display_name="laptop", description="d")))
+    resp = await cloud_app.post(f"/admin/accounts/{owner.id}/suspend", headers=operator_headers,
+                                json={"reason": "payment failed"})
+    assert resp.status == 200, await resp.text()
+
+    async def denied(call: Awaitable[Any]) -> None:
+        err = await refused(call)
+        assert err.status == RPCStatusCode.PERMISSION_DENIED and "suspended" in err.message, err.message
+
+    await denied(cloud.update_api_key(UpdateApiKeyRequest(key_id=key.key_id, spec=ApiKeySpec(
+        owner_id=user.user_id, display_name="renamed", description="d", disabled=True))))  # more than disabling
+    await denied(cloud.set_user_namespace_access(SetUserNamespaceAccessRequest(
+        namespace=ns, user_id=user.user_id, access=NamespaceAccess(permission=P_ADMIN))))  # a grant
+    await denied(cloud.create_user(CreateUserRequest(spec=UserSpec(email=f"{unique('n')}@example.com",
+                                                                   access=access(READ)))))
+    await cloud.update_api_key(UpdateApiKeyRequest(key_id=key.key_id, spec=ApiKeySpec(
+        owner_id=user.user_id, display_name="laptop", description="d", disabled=True)))
+    assert (await cloud.get_api_key(GetApiKeyRequest(key_id=key.key_id))).api_key.spec.disabled
+    await denied(cloud.update_api_key(UpdateApiKeyRequest(key_id=key.key_id, spec=ApiKeySpec(
+        owner_id=user.user_id, display_name="laptop", description="d", disabled=False))))  # enabling gives access
+    await cloud.set_user_namespace_access(SetUserNamespaceAccessRequest(
+        namespace=ns, user_id=user.user_id, access=NamespaceAccess()))
+    assert ns not in (await cloud.get_user(GetUserRequest(user_id=user.user_id))).user.spec.access.namespace_accesses
+    await cloud.delete_user(DeleteUserRequest(user_id=gone.user_id))
+    await cloud.delete_service_account(DeleteServiceAccountRequest(service_account_id=sa.service_account_id))
+    for call in (cloud.get_user(GetUserRequest(user_id=gone.user_id)),
+                 cloud.get_service_account(GetServiceAccountRequest(service_account_id=sa.service_account_id))):
+        assert (await refused(call)).status == RPCStatusCode.NOT_FOUND
+
+
 async def test_existing_keys_migrate_to_an_admin_service_account(postgres: Any) -> None:
     """Keys made before identities keep all of their account's rights: the migration gives each account an admin
     service account owning them."""
