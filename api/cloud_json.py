@@ -9,6 +9,7 @@ from google.protobuf.json_format import MessageToDict, Parse, ParseError
 from google.protobuf.message import Message
 
 from api.bodies import json_object
+from api.cloud_service import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from api.errors import ApiError
 
 M = TypeVar("M", bound=Message)
@@ -31,6 +32,17 @@ async def parse_message_at(request: web.Request, message_type: type[M], **from_p
             raise ApiError(400, f"{field} in the body differs from the path")
         setattr(body, field, value)
     return body
+
+
+def query_page_size(request: web.Request) -> int:
+    """A listing's ``pageSize`` query parameter, checked before it reaches a message (whose int32 would overflow)."""
+    try:
+        size = int(request.query.get("pageSize") or PAGE_SIZE_DEFAULT)
+    except ValueError as err:
+        raise ApiError(400, "pageSize must be an integer") from err
+    if not 1 <= size <= PAGE_SIZE_MAX:
+        raise ApiError(400, f"pageSize must be between 1 and {PAGE_SIZE_MAX}")
+    return size
 
 
 def message_response(message: Message, *, status: int = 200) -> web.Response:

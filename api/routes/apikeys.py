@@ -17,7 +17,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
 
 from api import cloud_service
 from api.auth import require_customer
-from api.cloud_json import message_response, parse_message, proto_schema
+from api.cloud_json import message_response, parse_message, proto_schema, query_page_size
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.openapi import documented
@@ -48,12 +48,7 @@ async def create_api_key(request: web.Request) -> web.Response:
                    "ownerId": "only the keys of this user or service account"}, tags=TAGS)
 async def list_api_keys(request: web.Request) -> web.Response:
     call = await _call(request)
-    try:
-        size = int(request.query.get("pageSize") or cloud_service.PAGE_SIZE_DEFAULT)
-    except ValueError as err:
-        raise ApiError(400, "pageSize must be an integer") from err
-    if not 1 <= size <= cloud_service.PAGE_SIZE_MAX:
-        raise ApiError(400, f"pageSize must be between 1 and {cloud_service.PAGE_SIZE_MAX}")
+    size = query_page_size(request)
     listing = GetApiKeysRequest(page_size=size, page_token=request.query.get("pageToken", ""),
                                 owner_id=request.query.get("ownerId", ""))
     return message_response(await cloud_service.get_api_keys(call, listing))

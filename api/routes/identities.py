@@ -28,7 +28,7 @@ from temporalio.api.cloud.cloudservice.v1 import (
 from api import cloud_service
 from api.appkeys import POOL
 from api.auth import require_customer, require_operator
-from api.cloud_json import message_response, parse_message_at, proto_schema
+from api.cloud_json import message_response, parse_message_at, proto_schema, query_page_size
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.openapi import documented
@@ -49,16 +49,6 @@ async def _call(request: web.Request) -> Call:
     return Call.of(request.app, await require_customer(request))
 
 
-def _page_size(request: web.Request) -> int:
-    try:
-        size = int(request.query.get("pageSize") or cloud_service.PAGE_SIZE_DEFAULT)
-    except ValueError as err:
-        raise ApiError(400, "pageSize must be an integer") from err
-    if not 1 <= size <= cloud_service.PAGE_SIZE_MAX:
-        raise ApiError(400, f"pageSize must be between 1 and {cloud_service.PAGE_SIZE_MAX}")
-    return size
-
-
 # --- Users ------------------------------------------------------------------------------------------------------
 
 
@@ -76,7 +66,7 @@ async def create_user(request: web.Request) -> web.Response:
                    "namespace": "only users with access to this namespace"}, tags=TAGS)
 async def get_users(request: web.Request) -> web.Response:
     call = await _call(request)
-    listing = GetUsersRequest(page_size=_page_size(request), page_token=request.query.get("pageToken", ""),
+    listing = GetUsersRequest(page_size=query_page_size(request), page_token=request.query.get("pageToken", ""),
                               email=request.query.get("email", ""), namespace=request.query.get("namespace", ""))
     return message_response(await cloud_service.get_users(call, listing))
 
@@ -136,7 +126,8 @@ async def create_service_account(request: web.Request) -> web.Response:
             query=_PAGING, tags=TAGS)
 async def get_service_accounts(request: web.Request) -> web.Response:
     call = await _call(request)
-    listing = GetServiceAccountsRequest(page_size=_page_size(request), page_token=request.query.get("pageToken", ""))
+    listing = GetServiceAccountsRequest(page_size=query_page_size(request),
+                                        page_token=request.query.get("pageToken", ""))
     return message_response(await cloud_service.get_service_accounts(call, listing))
 
 

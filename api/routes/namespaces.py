@@ -25,7 +25,7 @@ from api import cloud_service, jwt
 from api.appkeys import SETTINGS
 from api.auth import Customer, require_customer
 from api.bodies import parse
-from api.cloud_json import message_response, parse_message, parse_message_at, proto_schema
+from api.cloud_json import message_response, parse_message, parse_message_at, proto_schema, query_page_size
 from api.cloud_service import Call
 from api.errors import ApiError
 from api.namespace_json import namespaces_json
@@ -59,12 +59,7 @@ async def create_namespace(request: web.Request) -> web.Response:
                    "name": "only the namespace with this name"}, tags=TAGS)
 async def list_namespaces(request: web.Request) -> web.Response:
     call = await _call(request)
-    try:
-        size = int(request.query.get("pageSize") or cloud_service.PAGE_SIZE_DEFAULT)
-    except ValueError as err:
-        raise ApiError(400, "pageSize must be an integer") from err
-    if not 1 <= size <= cloud_service.PAGE_SIZE_MAX:  # before the message, whose int32 would overflow
-        raise ApiError(400, f"pageSize must be between 1 and {cloud_service.PAGE_SIZE_MAX}")
+    size = query_page_size(request)
     listing = GetNamespacesRequest(page_size=size, page_token=request.query.get("pageToken", ""),
                                    name=request.query.get("name", ""))
     rows, next_page_token = await cloud_service.namespace_page(call, listing)  # GetNamespaces' rules
