@@ -115,6 +115,15 @@ def _staging_for(path: Path) -> Path:
     return staging
 
 
+def _run_go(cmd: list[str], *, env: dict[str, str], cwd: str | Path | None, staging: Path) -> None:
+    """Run a go command that builds into ``staging``; on failure remove it and raise with go's own words."""
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        where = f" in {cwd}" if cwd else ""
+        raise RuntimeError(f"{' '.join(cmd)}{where} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+
+
 def ensure_local_built(module: LocalGoModule, *, say: Callable[[str], None] = print) -> Path:
     """The module's binary for its current sources, built first if needed (older builds of it are removed).
 
@@ -131,11 +140,7 @@ def ensure_local_built(module: LocalGoModule, *, say: Callable[[str], None] = pr
     # GOFLAGS replaces the one of `go env -w`, hence -buildvcs=false on the command line.
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
     cmd = [go, "build", "-trimpath", "-buildvcs=false", "-o", str(staging / module.name), "."]
-    result = subprocess.run(cmd, env=env, cwd=module.directory, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RuntimeError(f"{' '.join(cmd)} in {module.directory} failed ({result.returncode}):\n"
-                           f"{result.stderr[-4000:]}")
+    _run_go(cmd, env=env, cwd=module.directory, staging=staging)
     for older in cache_dir().glob(f"{module.name}-*"):
         if older != staging:
             shutil.rmtree(older, ignore_errors=True)
@@ -167,9 +172,7 @@ def ensure_built(program: GoProgram, *, say: Callable[[str], None] = print) -> P
             raise RuntimeError(f"{' '.join(download)} failed ({fetched.returncode}):\n{fetched.stderr[-4000:]}")
         cwd = json.loads(fetched.stdout)["Dir"]
         cmd = [go, "build", "-trimpath", "-o", str(staging / program.binary_name), "."]
-    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    _run_go(cmd, env=env, cwd=cwd, staging=staging)
     # Publish the finished directory in one rename so a killed build never leaves a half-written binary in place.
     shutil.rmtree(path.parent, ignore_errors=True)
     staging.rename(path.parent)
