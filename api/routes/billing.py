@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -132,33 +131,26 @@ async def _run_out(request: web.Request, period: str) -> RunOut:
     """
     pool = request.app[POOL]
     handle = _run_handle(request, period)
-    # The reads and the two calls to Temporal go at once: the answer waits for the slowest, not for their sum.
-    query = asyncio.ensure_future(handle.query(BillingRunWorkflow.status,
-                                               rpc_timeout=timedelta(seconds=LIVE_VIEW_SECONDS)))
-    try:
-        recorded, server, invoices = await asyncio.gather(
-            runs_store.billing_run(pool, period), _server_status(handle),
-            store.invoice_counts_by_status(pool, period))
-        if recorded is None and server in ("absent", None):
-            raise ApiError(404, f"no billing run for {period}")
-        out = RunOut(period=period, workflow_id=handle.id, status=recorded.status if recorded else "running",
-                     invoices_by_status=invoices, live=False)
-        if recorded is not None:
-            out.phase, out.missing_hours, out.counts = recorded.phase, recorded.missing_hours, recorded.counts
-            out.updated_at = recorded.updated_at
-        if server not in (None, "absent"):
-            out.status = server  # e.g. terminated, which the run could not write itself
-        if server == "running":
-            try:  # answered by the worker: without one, the answer comes from Postgres instead of hanging
-                state = await query
-            except (RPCError, WorkflowQueryFailedError):
-                return out
-            out.phase, out.missing_hours, out.in_flight, out.counts = (state.phase, state.missing_hours,
-                                                                      state.in_flight, state.counts)
-            out.live = True
-        return out
-    finally:
-        query.cancel()  # only a running workflow's answer is used
+    recorded = await runs_store.billing_run(pool, period)
+    server = await _server_status(handle)
+    if recorded is None and server in ("absent", None):
+        raise ApiError(404, f"no billing run for {period}")
+    out = RunOut(period=period, workflow_id=handle.id, status=recorded.status if recorded else "running",
+                 invoices_by_status=await store.invoice_counts_by_status(pool, period), live=False)
+    if recorded is not None:
+        out.phase, out.missing_hours, out.counts = recorded.phase, recorded.missing_hours, recorded.counts
+        out.updated_at = recorded.updated_at
+    if server not in (None, "absent"):
+        out.status = server  # e.g. terminated, which the run could not write itself
+    if server == "running":
+        try:  # answered by the worker: without one, the answer comes from Postgres instead of hanging
+            state = await handle.query(BillingRunWorkflow.status, rpc_timeout=timedelta(seconds=LIVE_VIEW_SECONDS))
+        except (RPCError, WorkflowQueryFailedError):
+            return out
+        out.phase, out.missing_hours, out.in_flight, out.counts = (state.phase, state.missing_hours,
+                                                                  state.in_flight, state.counts)
+        out.live = True
+    return out
 
 
 @routes.post("/admin/billing/runs")
